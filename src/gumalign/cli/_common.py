@@ -1,0 +1,92 @@
+"""What every subcommand shares: error reporting, progress bars, option types. No heavy imports here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import typer
+from rich.console import Console
+
+from gumalign.errors import GumalignError
+
+# Logs and progress go to stderr; data go to files (and parseable summaries to stdout).
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+
+def fail(message: str) -> "typer.Exit":
+    """Print one red line on stderr and return the Exit(2) to raise."""
+    err_console.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Turn a GumalignError from the core into one red line and exit status 2 (a traceback only with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GumalignError as exc:
+            if state.debug:
+                raise
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/yellow]; finished outputs are kept, partial ones removed")
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr with rate and ETA; yields ``advance(n)``. Silent with ``quiet``."""
+    if quiet or not sys.stderr:
+        yield lambda n=1: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(description, total=total, rate="")
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[0].speed
+            if speed:
+                progress.update(task, rate=f"{speed:.1f}/s")
+
+        yield advance
+
+
+def info(message: str, quiet: bool = False) -> None:
+    """A log line on stderr (silenced by --quiet)."""
+    if not quiet:
+        err_console.print(message, soft_wrap=True)

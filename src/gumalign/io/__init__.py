@@ -1,0 +1,1 @@
+"""File formats: MRC volumes and RELION STAR particle tables, written atomically."""
