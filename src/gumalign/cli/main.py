@@ -6,6 +6,7 @@ import typer
 
 from gumalign import __version__
 from gumalign.cli import _common
+from gumalign.cli import align as align_cmd
 from gumalign.cli import info as info_cmd
 from gumalign.cli import wedge as wedge_cmd
 
@@ -37,6 +38,7 @@ def root(
     _common.state.debug = debug
 
 
+app.command("align")(align_cmd.command)
 app.command("info")(info_cmd.command)
 app.command("wedge")(wedge_cmd.command)
 

@@ -329,5 +329,30 @@ def write_star(
         particles["rlnOpticsGroup"] = [group_of[v] for v in np.round(px, 6).tolist()]
     elif "rlnOpticsGroup" not in particles.columns:
         particles["rlnOpticsGroup"] = 1
+    particles = _relocate_paths(particles, table.source, Path(path))
     with atomic_path(path) as tmp:
         starfile.write({"optics": optics, "particles": particles}, tmp, float_format="%.6f")
+
+
+_PATH_COLUMNS = ("rlnImageName", "rlnCtfImage")
+
+
+def _relocate_paths(particles: pd.DataFrame, source: Path | None, target: Path) -> pd.DataFrame:
+    """Rewrite relative image paths that were found beside the source STAR so they still resolve beside ``target``.
+
+    Paths that resolve against the working directory (RELION's project-folder convention) are left as they are.
+    """
+    if source is None or source.parent.resolve() == target.parent.resolve():
+        return particles
+    for column in _PATH_COLUMNS:
+        if column not in particles.columns:
+            continue
+        new = []
+        for name in particles[column].astype(str):
+            path = Path(name)
+            beside = source.parent / path
+            if not path.is_absolute() and beside.exists():
+                name = os.path.relpath(beside.resolve(), target.parent.resolve())
+            new.append(name)
+        particles[column] = new
+    return particles
