@@ -7,10 +7,12 @@ from gumalign.errors import GumalignError
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str):
-    """torch.device for 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+def resolve_device(name):
+    """torch.device for 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N' (or a torch.device)."""
     import torch
 
+    if isinstance(name, torch.device):
+        name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

@@ -82,6 +82,19 @@ def _append_partial(handle, rows: np.ndarray, result: AlignmentResult) -> None:
     os.fsync(handle.fileno())
 
 
+def _check_box(path: Path, box: int) -> None:
+    """Fail before any output if the particles' box differs from the reference's (first particle's header)."""
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            shape = (int(mrc.header.nx), int(mrc.header.ny), int(mrc.header.nz))
+    except (ValueError, OSError) as exc:
+        raise GumalignError(f"{path}: not a readable MRC file ({exc})") from None
+    if shape != (box,) * 3:
+        raise GumalignError(f"{path}: box {shape} differs from the reference's {box}³")
+
+
 def align_table(
     table: ParticleTable,
     reference: Volume,
@@ -116,6 +129,8 @@ def align_table(
         )
     paths = table.image_paths()
     check_images_exist(paths, table.name)
+    if len(paths):
+        _check_box(paths[0], box)
     device = resolve_device(options.device)
     aligner = get_aligner(
         options.method, device=str(device), batch_size=options.batch_size, max_shift=options.max_shift,

@@ -1,0 +1,308 @@
+"""Wedge-compensated averaging of aligned subtomograms, with gold-standard half maps.
+
+Each particle is brought into the reference frame by exactly undoing RELION's meaning (DESIGN.md): a particle made
+from the reference with matrix A and origin o (pixels) is ``transform_volumes(reference, A, -o)``, so
+``transform_volumes(particle, Aᵀ, Aᵀ·o)`` is the particle in the reference frame. Its observed-region weight w (centred
+layout) is rotated by the same Aᵀ about the zero frequency, without the shift (a shift changes phases, not which
+frequencies were observed): a rotation of a volume about the box centre rotates its Fourier transform by the same
+matrix.
+
+In Fourier space the average is a regularised least-squares (Wiener) estimate:
+
+    S(k) = Σ_i w'_i(k)·P'_i(k) / (Σ_i w'_i(k) + λ(k))
+
+where P'_i is the transform of the particle in the reference frame and w'_i its rotated weight. For 0/1 weights and
+λ = 0 this is the mean over the particles that observed k: the missing wedge of one particle is filled by the others
+instead of pulling the average towards zero there. Frequencies no particle observed stay 0.
+
+λ is the Wiener term 1/SNR of one particle at k (as RELION's 1/τ²). With ``regularisation="auto"`` (default) it is
+estimated per Fourier shell from the gold-standard FSC of the two half maps (first made with a small constant λ):
+the half map at shell s has SNR = FSC/(1 - FSC) with, on average, m̄ particles behind each coefficient (m̄ the harmonic
+mean of Σw' over the shell), so one particle's SNR is FSC/((1 - FSC)·m̄) and λ(s) = m̄·(1 - FSC)/FSC (FSC clipped to
+[0.001, 0.999]). Where the signal is strong λ ≪ Σw' and the estimate is the compensated mean; where it is weak the
+estimate fades towards 0 in proportion to the number of particles that observed k, so noise from frequencies seen by few
+particles is not amplified. The same λ(s) is used for both halves and the full map (it is a per-particle quantity).
+A number instead gives a constant λ = regularisation × (number of particles in the map): 0.01 keeps frequencies seen
+by almost no particle near zero and scales the rest by at most 1/1.01 (an essentially unfiltered map).
+``compensate=False`` gives the plain mean Σ_i p'_i / n (what the wedge does to it is the reason for all the above).
+
+Sums are accumulated per half set (rlnRandomSubset 1 and 2) and never mixed: the full map is built from the two sums.
+Particles are streamed in batches from a :class:`~gumalign.average.stack.ParticleStack`; the work runs in torch on any
+device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gumalign.average.stack import ArrayStack, ParticleStack, iter_batches
+from gumalign.errors import GumalignError
+from gumalign.fourier.grids import shell_index
+from gumalign.fourier.wedge import rfft_to_centred
+from gumalign.geometry.transform import transform_volumes
+from gumalign.metrics.fsc import fsc
+
+DEFAULT_REGULARISATION = "auto"
+CONSTANT_REGULARISATION = 0.01  # λ per particle for the first-pass half maps of "auto" and when halves are empty
+_FSC_CLIP = (1e-3, 0.999)
+
+
+@dataclass
+class AverageResult:
+    """Half maps, full map and their bookkeeping.
+
+    Attributes:
+        full, half1, half2: (N, N, N) float32 maps [z, y, x] in the reference frame.
+        halves: (n,) int, the half set (1 or 2) each particle went into.
+        halves_assigned: True when the halves were assigned here (alternating 1, 2, 1, ...) because none were given.
+        coverage: (N, N, N) float32 centred layout: Σ rotated weights / number of particles, i.e. the fraction of the
+            particles that observed each frequency of the full map (1 everywhere for the plain mean).
+        counts: number of particles in half 1 and in half 2.
+        wiener_lambda: (N//2 + 1,) λ per shell (per particle) used for all three maps, or None when a constant λ
+            (or the plain mean) was used.
+        half_fsc: (N//2 + 1,) FSC of the first-pass half maps the Wiener λ came from, or None.
+    """
+
+    full: np.ndarray
+    half1: np.ndarray
+    half2: np.ndarray
+    halves: np.ndarray
+    halves_assigned: bool
+    coverage: np.ndarray
+    counts: tuple[int, int]
+    wiener_lambda: np.ndarray | None = None
+    half_fsc: np.ndarray | None = None
+
+    def observed_weight(self, minimum_fraction: float | None = None) -> np.ndarray:
+        """(N, N, N) float32 centred 0/1 weight of the frequencies the full map holds data for.
+
+        A frequency counts as observed when at least ``minimum_fraction`` of the particles saw it (default: the
+        equivalent of half a particle).
+        """
+        n = max(sum(self.counts), 1)
+        fraction = 0.5 / n if minimum_fraction is None else minimum_fraction
+        return (self.coverage >= fraction).astype(np.float32)
+
+
+def assign_halves(n: int, halves: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    """The half set of each of n particles: ``halves`` validated, or alternating 1, 2, 1, 2, ... when None.
+
+    Returns:
+        (halves (n,) int, assigned_here).
+    """
+    if halves is None:
+        return (np.arange(n) % 2 + 1).astype(int), True
+    halves = np.asarray(halves).astype(int)
+    if halves.shape != (n,):
+        raise GumalignError(f"expected {n} half-set labels, got {halves.shape}")
+    bad = set(np.unique(halves).tolist()) - {1, 2}
+    if bad:
+        raise GumalignError(f"half sets must be 1 or 2, found {sorted(bad)[0]}")
+    return halves, False
+
+
+def to_reference_frame(volumes: torch.Tensor, matrices: torch.Tensor, origins_px: torch.Tensor) -> torch.Tensor:
+    """Particles (B, N, N, N) brought into the reference frame: transform_volumes(p, Aᵀ, Aᵀ·o).
+
+    Args:
+        volumes: (B, N, N, N) [z, y, x].
+        matrices: (B, 3, 3) RELION matrices A.
+        origins_px: (B, 3) RELION origins (x, y, z) in pixels (particle centre = coordinate - origin).
+    """
+    inverse = matrices.transpose(-1, -2)
+    return transform_volumes(volumes, inverse, torch.einsum("bij,bj->bi", inverse, origins_px))
+
+
+def rotate_weights(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Centred weights (B or 1, N, N, N) rotated into the reference frame by Aᵀ about the zero frequency (B, ...)."""
+    return transform_volumes(weights, matrices.transpose(-1, -2)).clamp(0.0, 1.0)
+
+
+def _centred_to_rfft(weights: torch.Tensor) -> torch.Tensor:
+    unshifted = torch.fft.ifftshift(weights, dim=(-3, -2, -1))
+    return unshifted[..., : weights.shape[-1] // 2 + 1]
+
+
+class FourierAccumulator:
+    """Running sums Σ w'·P' and Σ w' (rfft layout, float64) for one map."""
+
+    def __init__(self, box: int, device: torch.device, compensate: bool = True):
+        shape = (box, box, box // 2 + 1)
+        self.box = box
+        self.compensate = compensate
+        self.numerator = torch.zeros(shape, dtype=torch.complex128, device=device)
+        self.denominator = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, spectra: torch.Tensor, weights_rfft: torch.Tensor | None) -> None:
+        """Add (B, N, N, N//2+1) spectra of particles in the reference frame with their rotated rfft weights."""
+        if len(spectra) == 0:
+            return
+        if self.compensate:
+            self.numerator += (spectra * weights_rfft).sum(dim=0).to(torch.complex128)
+            self.denominator += weights_rfft.sum(dim=0).to(torch.float64)
+        else:
+            self.numerator += spectra.sum(dim=0).to(torch.complex128)
+            self.denominator += float(len(spectra))
+        self.count += len(spectra)
+
+    def merged(self, other: "FourierAccumulator") -> "FourierAccumulator":
+        out = FourierAccumulator(self.box, self.numerator.device, self.compensate)
+        out.numerator = self.numerator + other.numerator
+        out.denominator = self.denominator + other.denominator
+        out.count = self.count + other.count
+        return out
+
+    def volume(self, regularisation: float | torch.Tensor) -> np.ndarray:
+        """The (N, N, N) float32 map; zeros when nothing was added.
+
+        Args:
+            regularisation: a constant λ per particle (λ = regularisation × count), or an rfft-layout tensor of λ(k).
+        """
+        if self.count == 0:
+            return np.zeros((self.box,) * 3, dtype=np.float32)
+        if not self.compensate:
+            lam = 0.0
+        elif isinstance(regularisation, torch.Tensor):
+            lam = regularisation.to(self.denominator.device, torch.float64)
+        else:
+            lam = float(regularisation) * self.count
+        spectrum = self.numerator / (self.denominator + lam).clamp_min(1e-12)
+        return torch.fft.irfftn(spectrum, s=(self.box,) * 3, dim=(-3, -2, -1)).float().cpu().numpy()
+
+    def coverage(self) -> np.ndarray:
+        """(N, N, N) float32 centred fraction of the particles that observed each frequency."""
+        if self.count == 0:
+            return np.zeros((self.box,) * 3, dtype=np.float32)
+        fraction = (self.denominator / self.count).float().cpu().numpy()
+        return rfft_to_centred(fraction, self.box).astype(np.float32)
+
+
+def wiener_lambda_per_shell(
+    half_fsc: np.ndarray, weight_sums: list[torch.Tensor], box: int
+) -> np.ndarray:
+    """λ(s) = m̄·(1 - FSC)/FSC per shell (see module docstring).
+
+    Args:
+        half_fsc: (N//2 + 1,) FSC of the two half maps.
+        weight_sums: the rfft-layout Σw' of each half; m̄ is the harmonic mean over a shell's coefficients observed by
+            at least half a particle, averaged over the halves.
+        box: N.
+
+    Returns:
+        (N//2 + 1,) float64 λ per shell.
+    """
+    shells = shell_index((box,) * 3, "rfft").ravel()
+    n_shells = box // 2 + 1
+    inside = shells < n_shells
+    harmonic = np.zeros(n_shells)
+    for sums in weight_sums:
+        values = sums.double().cpu().numpy().ravel()
+        seen = inside & (values >= 0.5)
+        inverse = np.bincount(shells[seen], weights=1.0 / values[seen], minlength=n_shells)
+        count = np.bincount(shells[seen], minlength=n_shells)
+        harmonic += np.where(inverse > 0, count / np.where(inverse > 0, inverse, 1.0), 1.0)
+    harmonic /= len(weight_sums)
+    f = np.clip(half_fsc, *_FSC_CLIP)
+    return harmonic * (1.0 - f) / f
+
+
+def _lambda_volume(per_shell: np.ndarray, box: int, device: torch.device) -> torch.Tensor:
+    """Per-shell λ spread over the rfft layout (coefficients beyond N//2 take the last shell's value)."""
+    shells = np.minimum(shell_index((box,) * 3, "rfft"), box // 2)
+    return torch.as_tensor(per_shell[shells], dtype=torch.float64, device=device)
+
+
+def _as_stack(particles, weights) -> ParticleStack:
+    if isinstance(particles, np.ndarray) or isinstance(particles, torch.Tensor):
+        return ArrayStack(np.asarray(particles), None if weights is None else np.asarray(weights))
+    if weights is not None:
+        raise GumalignError("weights are given by the particle stack; pass weights only with an array of particles")
+    return particles
+
+
+def average_particles(
+    particles: ParticleStack | np.ndarray,
+    matrices: np.ndarray,
+    shifts_px: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    halves: np.ndarray | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    regularisation: float | str = DEFAULT_REGULARISATION,
+    compensate: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> AverageResult:
+    """Average particles in the reference frame, per half set, compensating each particle's missing wedge.
+
+    Args:
+        particles: a ParticleStack (streamed in batches), or an (n, N, N, N) float array [z, y, x].
+        matrices: (n, 3, 3) RELION matrices A (rotate the reference into each particle).
+        shifts_px: (n, 3) RELION origins (x, y, z) in pixels (ParticleTable.shifts_px()).
+        weights: with an array of particles only: None (fully observed), (N, N, N) shared or (n, N, N, N) centred
+            observed-region weights.
+        halves: (n,) half sets 1/2 (rlnRandomSubset) or None to alternate 1, 2, 1, ...
+        batch_size: particles per batch (memory ~ batch × N³ × 32 bytes).
+        device: torch device for the transforms and sums.
+        regularisation: "auto" for the Wiener λ(s) from the half maps' FSC, or a constant λ per particle (see the
+            module docstring).
+        compensate: False for the plain mean (weights ignored).
+        progress: called with the number of particles done after each batch.
+
+    Returns:
+        An AverageResult.
+    """
+    stack = _as_stack(particles, weights)
+    n = len(stack)
+    matrices = np.asarray(matrices, dtype=np.float64)
+    shifts_px = np.asarray(shifts_px, dtype=np.float64)
+    if matrices.shape != (n, 3, 3) or shifts_px.shape != (n, 3):
+        raise GumalignError(f"expected {n} orientations and origins, got {matrices.shape} and {shifts_px.shape}")
+    if n == 0:
+        raise GumalignError("no particles to average")
+    if isinstance(regularisation, str):
+        if regularisation != "auto":
+            raise GumalignError(f"regularisation must be 'auto' or a number >= 0, got {regularisation!r}")
+    elif not regularisation >= 0:
+        raise GumalignError(f"regularisation must be 'auto' or a number >= 0, got {regularisation}")
+    halves, assigned = assign_halves(n, halves)
+    device = torch.device(device)
+    box = stack.box
+    sums = {1: FourierAccumulator(box, device, compensate), 2: FourierAccumulator(box, device, compensate)}
+    for rows in iter_batches(n, batch_size):
+        volumes, batch_weights = stack.load(rows)
+        a = torch.as_tensor(matrices[rows], dtype=torch.float32, device=device)
+        o = torch.as_tensor(shifts_px[rows], dtype=torch.float32, device=device)
+        aligned = to_reference_frame(torch.as_tensor(volumes, device=device), a, o)
+        spectra = torch.fft.rfftn(aligned, dim=(-3, -2, -1))
+        rotated = None
+        if compensate:
+            rotated = _centred_to_rfft(rotate_weights(torch.as_tensor(batch_weights, device=device), a))
+        for half, accumulator in sums.items():
+            select = torch.as_tensor(np.flatnonzero(halves[rows] == half), device=device)
+            accumulator.add(spectra[select], None if rotated is None else rotated[select])
+        if progress is not None:
+            progress(len(rows))
+    full = sums[1].merged(sums[2])
+    lam: float | torch.Tensor = CONSTANT_REGULARISATION if regularisation == "auto" else float(regularisation)
+    wiener, half_fsc = None, None
+    if regularisation == "auto" and compensate and min(sums[1].count, sums[2].count) > 0:
+        half_fsc = fsc(sums[1].volume(CONSTANT_REGULARISATION), sums[2].volume(CONSTANT_REGULARISATION))
+        wiener = wiener_lambda_per_shell(half_fsc, [sums[1].denominator, sums[2].denominator], box)
+        lam = _lambda_volume(wiener, box, device)
+    return AverageResult(
+        full=full.volume(lam),
+        half1=sums[1].volume(lam),
+        half2=sums[2].volume(lam),
+        halves=halves,
+        halves_assigned=assigned,
+        coverage=full.coverage(),
+        counts=(sums[1].count, sums[2].count),
+        wiener_lambda=wiener,
+        half_fsc=half_fsc,
+    )

@@ -1,0 +1,106 @@
+"""`gumalign align` end to end: known RELION angles and shifts come back, columns pass through, bad input stops early."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gumalign.cli.main import app
+from gumalign.fourier import wedge_mask
+from gumalign.geometry import euler_to_matrix, rotation_error, transform_volumes
+from gumalign.io.mrc import write_volume
+from gumalign.io.star import read_star
+from tests.conftest import smooth_blob
+from tests.test_scoring import apply_wedge
+
+runner = CliRunner()
+N = 32
+PIXEL = 10.0
+ANGLES = np.array([[30.0, 50.0, -70.0], [-100.0, 120.0, 15.0], [160.0, 80.0, 100.0]])
+ORIGINS_PX = np.array([[2.0, -3.0, 1.0], [-1.5, 0.5, 2.5], [0.0, 4.0, -2.0]])
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Reference + particles made with RELION's meaning: particle = shift(rotate(ref, A), -origin), 30° wedge."""
+    ref = smooth_blob(seed=7)
+    write_volume(tmp_path / "ref.mrc", ref, PIXEL)
+    a = euler_to_matrix(ANGLES)
+    parts = apply_wedge(transform_volumes(torch.from_numpy(ref), a, -ORIGINS_PX), wedge_mask((N,) * 3, (-60, 60), "centred"))
+    (tmp_path / "parts").mkdir()
+    rows = []
+    for i, vol in enumerate(parts.numpy()):
+        write_volume(tmp_path / "parts" / f"p{i}.mrc", vol, PIXEL)
+        rows.append(f"parts/p{i}.mrc 00255 {i % 2 + 1} 1")
+    star = tmp_path / "parts.star"
+    star.write_text(
+        "data_optics\n\nloop_\n_rlnOpticsGroupName #1\n_rlnOpticsGroup #2\n_rlnImagePixelSize #3\n"
+        "_rlnImageSize #4\n_rlnImageDimensionality #5\nopticsGroup1 1 10.0 32 3\n\n"
+        "data_particles\n\nloop_\n_rlnImageName #1\n_rlnTomoName #2\n_rlnRandomSubset #3\n_rlnOpticsGroup #4\n"
+        + "\n".join(rows) + "\n"
+    )
+    return tmp_path
+
+
+def run_align(dataset, *extra):
+    out = dataset / "aligned.star"
+    args = ["align", "--ref", str(dataset / "ref.mrc"), "--particles", str(dataset / "parts.star"),
+            "--out", str(out), "--tilt-range", "-60", "60", "--quiet", "--device", "cpu", *extra]
+    return runner.invoke(app, args), out
+
+
+@pytest.mark.parametrize("method", ["ht", "fa"])
+def test_known_angles_and_shifts_come_back(dataset, method):
+    result, out = run_align(dataset, "--method", method)
+    assert result.exit_code == 0, result.output
+    table = read_star(out)
+    assert rotation_error(euler_to_matrix(ANGLES), table.matrices()).max() < 0.1
+    np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
+    assert table.particles["rlnTomoName"].tolist() == ["00255"] * 3
+    assert table.half_sets().tolist() == [1, 2, 1]
+    assert np.all(table.numeric("gumAlignScore") > 0.9)
+
+
+def test_resume_after_interruption_matches_a_straight_run(dataset):
+    from gumalign.align.pipeline import AlignOptions, align_table, partial_path
+    from gumalign.io.mrc import read_volume
+
+    table, ref = read_star(dataset / "parts.star"), read_volume(dataset / "ref.mrc")
+    options = AlignOptions(method="ht", batch_size=1, device="cpu", tilt_range=(-60, 60))
+    straight = align_table(table, ref, dataset / "straight.star", options)
+    calls = []
+
+    def kill_after_first_batch(n):
+        calls.append(n)
+        if sum(calls) >= 1:
+            raise KeyboardInterrupt
+
+    out = dataset / "resumed.star"
+    with pytest.raises(KeyboardInterrupt):
+        align_table(table, ref, out, options, progress=kill_after_first_batch)
+    assert not out.exists() and partial_path(out).exists()
+    resumed = align_table(table, ref, out, options, resume=True)
+    assert not partial_path(out).exists()
+    np.testing.assert_allclose(resumed.angles(), straight.angles(), atol=1e-5)
+    np.testing.assert_allclose(resumed.shifts_angst(), straight.shifts_angst(), atol=1e-5)
+
+
+def test_missing_image_stops_before_writing(dataset):
+    (dataset / "parts" / "p2.mrc").unlink()
+    result, out = run_align(dataset, "--method", "ht")
+    assert result.exit_code == 2 and "p2.mrc does not exist" in result.output
+    assert not out.exists() and not (dataset / "aligned.star.partial").exists()
+
+
+def test_box_and_voxel_size_mismatch(dataset):
+    write_volume(dataset / "ref.mrc", np.zeros((24, 24, 24), np.float32), PIXEL)
+    result, _ = run_align(dataset, "--method", "ht")
+    assert result.exit_code == 2 and "differs from the reference" in result.output
+    write_volume(dataset / "ref.mrc", smooth_blob(), 5.0)
+    result, _ = run_align(dataset, "--method", "ht")
+    assert result.exit_code == 2 and "pixel size" in result.output
+
+
+def test_unknown_method(dataset):
+    result, _ = run_align(dataset, "--method", "magic")
+    assert result.exit_code == 2 and "unknown method 'magic'" in result.output
