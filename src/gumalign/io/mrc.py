@@ -63,7 +63,13 @@ def read_volume(path: str | os.PathLike, *, require_voxel_size: bool = False) ->
 
 
 def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -> None:
-    """Write a float32 [z, y, x] volume with its voxel size (Å), atomically (temp file, then rename)."""
+    """Write a float32 [z, y, x] volume with its voxel size (Å), atomically (temp file, then rename).
+
+    The same data give the same bytes: the header label is fixed text (mrcfile would stamp the time), and a name
+    ending in '.gz' is gzip-compressed with no time or name in the gzip header.
+    """
+    import gzip
+
     import mrcfile
 
     data = np.asarray(data)
@@ -75,6 +81,13 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
             mrc.voxel_size = float(voxel_size)
+            mrc.header.label[0] = f"{'gumalign':<80s}".encode("ascii")
+            mrc.header.nlabl = 1
+        if Path(path).name.lower().endswith(".gz"):
+            raw = tmp.read_bytes()
+            with open(tmp, "wb") as handle:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9) as gz:
+                    gz.write(raw)
 
 
 def _short(exc: BaseException) -> str:

@@ -332,6 +332,11 @@ def write_star(
     particles = _relocate_paths(particles, table.source, Path(path))
     with atomic_path(path) as tmp:
         starfile.write({"optics": optics, "particles": particles}, tmp, float_format="%.6f")
+        # starfile stamps the time into its first comment; a fixed line keeps same-input output byte-identical.
+        text = tmp.read_text()
+        if text.startswith("# Created by"):
+            text = "# Created by gumalign\n" + text.split("\n", 1)[1]
+            tmp.write_text(text)
 
 
 _PATH_COLUMNS = ("rlnImageName", "rlnCtfImage")

@@ -1,0 +1,105 @@
+"""Built-in templates: 32³ densities at 12 Å per voxel and 12 Å resolution that the project derived itself.
+
+scripts/make_templates.py makes them from public atomic models with gumalign.simulate.density (the very code
+``--structure model.pdb`` runs) and records each in src/gumalign/data/templates.json: name, PDB id, title, file,
+sha256 and the command. They ship inside the package, so ``--structure builtin:proteasome`` needs no file at hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from gumalign.errors import GumalignError
+from gumalign.simulate.density import Structure
+
+BUILTIN_PREFIX = "builtin:"
+RECORD_NAME = "templates.json"
+
+
+@dataclass(frozen=True)
+class BuiltinTemplate:
+    """One built-in template as recorded in templates.json."""
+
+    name: str
+    pdb_id: str
+    title: str
+    file: str
+    sha256: str
+    mass_kda: float
+    radius_voxels: float
+
+
+def _data_dir():
+    return resources.files("gumalign") / "data"
+
+
+def template_record() -> dict:
+    """The parsed templates.json (box, voxel_size, resolution, weighting, command, templates)."""
+    path = _data_dir() / RECORD_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GumalignError(f"the built-in template record {RECORD_NAME} is missing from the installation") from None
+
+
+def list_builtin_templates() -> list[BuiltinTemplate]:
+    """Every built-in template, in the record's order."""
+    fields = BuiltinTemplate.__dataclass_fields__
+    entries = template_record()["templates"]
+    return [BuiltinTemplate(**{k: v for k, v in entry.items() if k in fields}) for entry in entries]
+
+
+def find_builtin(name: str) -> BuiltinTemplate:
+    """The built-in template called ``name`` (or with that PDB id), case-insensitive.
+
+    Raises:
+        GumalignError: no such template; the message lists the available ones.
+    """
+    key = name.strip().lower()
+    if key.startswith(BUILTIN_PREFIX):
+        key = key[len(BUILTIN_PREFIX):]
+    templates = list_builtin_templates()
+    for template in templates:
+        if key in (template.name.lower(), template.pdb_id.lower()):
+            return template
+    available = ", ".join(t.name for t in templates)
+    raise GumalignError(f"unknown built-in structure {name!r}; available: {available}")
+
+
+def load_builtin_template(
+    name: str, *, box: int = 32, voxel_size: float = 12.0, resolution: float = 12.0, weighting: str = "mass"
+) -> Structure:
+    """A built-in template as a :class:`Structure`, after checking its sha256.
+
+    Raises:
+        GumalignError: unknown name, settings other than the templates' own (box, voxel size, resolution, weighting),
+            or a file that does not match its recorded sha256.
+    """
+    from gumalign.io.mrc import read_volume
+
+    template = find_builtin(name)
+    record = template_record()
+    wanted = (int(box), float(voxel_size), float(resolution), weighting)
+    own = (int(record["box"]), float(record["voxel_size"]), float(record["resolution"]), record["weighting"])
+    if wanted != own:
+        raise GumalignError(
+            f"builtin:{template.name} is {own[0]}³ at {own[1]:g} Å per voxel, {own[2]:g} Å resolution, "
+            f"{own[3]}-weighted; for --box {box} --voxel-size {voxel_size:g} --resolution {resolution:g} "
+            f"--weighting {weighting} pass an atomic model file (PDB id {template.pdb_id})"
+        )
+    resource = _data_dir() / template.file
+    with resources.as_file(resource) as path:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != template.sha256:
+            raise GumalignError(
+                f"built-in template file {template.file} is corrupted (sha256 mismatch); reinstall gumalign"
+            )
+        volume = read_volume(path)
+    density = volume.data.astype(np.float32)
+    return Structure(template.name, density, float(volume.voxel_size), BUILTIN_PREFIX + template.name,
+                     template.radius_voxels)
