@@ -1,0 +1,100 @@
+"""What the two baseline aligners share: input checks, devices, content hashes, candidate translation search."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+
+from gumalign.align.base import AlignmentResult
+from gumalign.align.scoring import translation_search
+from gumalign.devices import resolve_device  # noqa: F401  (re-exported for the aligners)
+from gumalign.errors import GumalignError
+
+
+def as_batch(array, device: torch.device, what: str) -> torch.Tensor:
+    """(B, N, N, N) or (N, N, N) numpy/torch -> float32 (B, N, N, N) tensor on ``device``."""
+    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    tensor = tensor.to(device=device, dtype=torch.float32)
+    if tensor.ndim == 3:
+        tensor = tensor[None]
+    if tensor.ndim != 4 or not (tensor.shape[1] == tensor.shape[2] == tensor.shape[3]):
+        raise GumalignError(f"{what} must be cubic volumes (B, N, N, N), got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_inputs(references, reference_weights, particles, particle_weights) -> None:
+    """Box sizes agree and every batch is 1 or the particles' B."""
+    n_box = particles.shape[-1]
+    batch = particles.shape[0]
+    for name, t in (("references", references), ("reference weights", reference_weights),
+                    ("particle weights", particle_weights)):
+        if t.shape[-1] != n_box:
+            raise GumalignError(f"{name} have box {t.shape[-1]} but the particles have box {n_box}")
+        if t.shape[0] not in (1, batch):
+            raise GumalignError(f"{name} must number 1 or {batch} (one per particle), got {t.shape[0]}")
+
+
+def rows(tensor: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows start:stop of a batch, or the single row of a broadcast batch of one."""
+    return tensor if tensor.shape[0] == 1 else tensor[start:stop]
+
+
+def gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of a batch, or the single row of a broadcast batch of one."""
+    return tensor if tensor.shape[0] == 1 else tensor[index]
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A content hash, so a cached reference expansion is reused only for the very same reference and weight."""
+    digest = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def odd(value: float) -> int:
+    """The odd integer at or above ``value`` (at least 3): window widths for peak finding."""
+    v = max(3, int(math.ceil(value)))
+    return v if v % 2 else v + 1
+
+
+def wedge_filter(volumes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Multiply each volume's spectrum by its centred observed-region weight (weights (B or 1, N, N, N))."""
+    dims = (-3, -2, -1)
+    spectrum = torch.fft.fftn(volumes, dim=dims) * torch.fft.ifftshift(weights, dim=dims)
+    return torch.fft.ifftn(spectrum, dim=dims).real
+
+
+def sphere_mask(n_box: int, radius: float, device) -> torch.Tensor:
+    """(N, N, N) float32: 1 within ``radius`` voxels of the box centre N // 2, else 0."""
+    c = torch.arange(n_box, device=device, dtype=torch.float32) - n_box // 2
+    r2 = c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2
+    return (r2 <= radius**2).float()
+
+
+def translation_search_chunked(refs, ref_w, parts, part_w, owner, rotations, max_shift, max_frequency=None,
+                               chunk: int = 64):
+    """translation_search for candidate rotations (K, 3, 3) numpy; candidate i belongs to particle owner[i].
+
+    Returns (K, 3) float64 shifts and (K,) float64 scores, numpy.
+    """
+    shifts, scores = [], []
+    owner_t = torch.as_tensor(owner, device=parts.device)
+    rot_t = torch.as_tensor(rotations, dtype=torch.float32, device=parts.device)
+    for start in range(0, len(owner), chunk):
+        idx = owner_t[start : start + chunk]
+        s, v = translation_search(gather(refs, idx), gather(ref_w, idx), parts[idx], gather(part_w, idx),
+                                  rot_t[start : start + chunk], max_shift, max_frequency=max_frequency)
+        shifts.append(s.double().cpu())
+        scores.append(v.double().cpu())
+    return torch.cat(shifts).numpy(), torch.cat(scores).numpy()
+
+
+def best_per_particle(n_particles, owner, rotations, shifts, scores) -> AlignmentResult:
+    """The best-scoring candidate of each particle (owner[i]: the particle of candidate i)."""
+    best = np.array([np.flatnonzero(owner == b)[np.argmax(scores[owner == b])] for b in range(n_particles)])
+    return AlignmentResult(rotations=rotations[best], shifts=shifts[best], scores=scores[best])
