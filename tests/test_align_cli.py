@@ -104,3 +104,36 @@ def test_box_and_voxel_size_mismatch(dataset):
 def test_unknown_method(dataset):
     result, _ = run_align(dataset, "--method", "magic")
     assert result.exit_code == 2 and "unknown method 'magic'" in result.output
+
+
+def test_average_of_the_aligned_output_reproduces_the_reference(dataset):
+    from gumalign.io.mrc import read_volume
+
+    result, out = run_align(dataset, "--method", "fa")
+    assert result.exit_code == 0, result.output
+    avg = dataset / "avg.mrc"
+    result = runner.invoke(app, ["average", "--particles", str(out), "--out", str(avg), "--tilt-range", "-60", "60",
+                                 "--regularisation", "0.01", "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    ref, mean = read_volume(dataset / "ref.mrc").data, read_volume(avg).data
+    assert np.corrcoef(ref.ravel(), mean.ravel())[0, 1] > 0.95
+
+
+def test_refine_lowers_rotation_error_at_snr_0_1_and_never_lowers_scores():
+    from gumalign.align.refine import refine_alignment
+    from gumalign.align.registry import get_aligner
+    from gumalign.align.scoring import constrained_correlation
+    from gumalign.simulate.imaging import random_poses, simulate_subtomograms
+    from gumalign.simulate.templates import load_builtin_template
+
+    template = load_builtin_template("clpb").density
+    rng = np.random.default_rng(5)
+    rotations, shifts = random_poses(8, 5.0, rng)
+    particles = simulate_subtomograms(template, rotations, shifts, snr=0.1, rng=rng)
+    wedge = wedge_mask((N,) * 3, (-60, 60), "centred")[None]
+    ones = np.ones((1, N, N, N), np.float32)
+    start = get_aligner("fa", device="cpu").align(template[None], ones, particles, wedge)
+    before = constrained_correlation(template[None], ones, particles, wedge, start.rotations, start.shifts).numpy()
+    refined = refine_alignment(template[None], ones, torch.from_numpy(particles), wedge, start)
+    assert np.all(refined.scores >= before - 1e-6)
+    assert rotation_error(rotations, refined.rotations).mean() < rotation_error(rotations, start.rotations).mean()
