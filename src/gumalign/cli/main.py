@@ -7,7 +7,13 @@ import typer
 from gumalign import __version__
 from gumalign.cli import _common
 from gumalign.cli import align as align_cmd
+from gumalign.cli import average as average_cmd
+from gumalign.cli import cluster as cluster_cmd
+from gumalign.cli import fsc as fsc_cmd
 from gumalign.cli import info as info_cmd
+from gumalign.cli import models as models_cmd
+from gumalign.cli import simulate as simulate_cmd
+from gumalign.cli import train as train_cmd
 from gumalign.cli import wedge as wedge_cmd
 
 app = typer.Typer(
@@ -39,7 +45,13 @@ def root(
 
 
 app.command("align")(align_cmd.command)
+app.command("average")(average_cmd.command)
+app.command("cluster")(cluster_cmd.command)
+app.command("fsc")(fsc_cmd.command)
 app.command("info")(info_cmd.command)
+app.add_typer(models_cmd.app, name="models")
+app.command("simulate")(simulate_cmd.command)
+app.command("train")(train_cmd.command)
 app.command("wedge")(wedge_cmd.command)
 
 

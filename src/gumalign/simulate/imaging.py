@@ -300,6 +300,23 @@ def random_poses(n: int, max_shift: float, rng: np.random.Generator) -> tuple[np
     return rotations, shifts
 
 
+def rotations_within(n: int, max_angle_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3, 3) rotations drawn from the Haar measure restricted to angles <= ``max_angle_deg`` (by rejection)."""
+    from scipy.spatial.transform import Rotation
+
+    if not 0 < max_angle_deg <= 180:
+        raise GumalignError(f"maximum rotation angle must be in (0, 180] degrees, got {max_angle_deg:g}")
+    kept: list[np.ndarray] = []
+    count = 0
+    limit = np.deg2rad(max_angle_deg)
+    while count < n:
+        draws = Rotation.random(max(1024, 4 * n), random_state=rng)
+        inside = draws[draws.magnitude() <= limit].as_matrix()
+        kept.append(inside)
+        count += len(inside)
+    return np.concatenate(kept)[:n]
+
+
 @dataclass
 class SimulatedPairs:
     """The seed's pair dataset: s_a without a missing wedge and s_b with one, and the transform between them.
@@ -353,6 +370,7 @@ def simulate_pairs(
     params: ImagingParams = ImagingParams(),
     voxel_size: float = 12.0,
     identity_a: bool = False,
+    max_relative_angle: float | None = None,
 ) -> SimulatedPairs:
     """``n`` pairs (s_a, s_b) of one template with independent random poses and noise, and their relative transforms.
 
@@ -370,6 +388,9 @@ def simulate_pairs(
         voxel_size: voxel size in Å.
         identity_a: put every s_a at the template's own pose (R_a = I, t_a = 0), so the relative transform is s_b's
             pose.
+        max_relative_angle: when set (degrees), s_b's rotation is R_b = ΔR·R_a with ΔR Haar-distributed within this
+            angle of the identity (a training curriculum for Gum-Net's multi-start alignment); None: independent
+            uniformly random rotations.
 
     Returns:
         A :class:`SimulatedPairs`.
@@ -379,6 +400,8 @@ def simulate_pairs(
     else:
         rotations_a, shifts_a = random_poses(n, max_shift, rng)
     rotations_b, shifts_b = random_poses(n, max_shift, rng)
+    if max_relative_angle is not None:
+        rotations_b = rotations_within(n, max_relative_angle, rng) @ rotations_a
     common = dict(snr=snr, rng=rng, tilt_step=tilt_step, params=params, voxel_size=voxel_size)
     s_a = simulate_subtomograms(template, rotations_a, shifts_a, tilt_range=tilt_range_a, **common)
     s_b = simulate_subtomograms(template, rotations_b, shifts_b, tilt_range=tilt_range_b, **common)

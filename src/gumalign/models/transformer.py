@@ -1,0 +1,141 @@
+"""Gum-Net's output mapping, spatial transformer, spectral data imputation and loss.
+
+Output mapping (aitom RigidTransformation3DImputation.py, utils.py): the network's six sigmoid outputs p ∈ (0, 1) give
+ZYZ angles φ, θ, ψ = 2π·p[0:3] - π and a translation (2·p[3:6] - 1) in units of half the box, so ±N/2 voxels.
+
+Convention: R = Rz(φ)·Ry(θ)·Rz(ψ) with right-handed Rz(a) = [[cos a, -sin a, 0], [sin a, cos a, 0], [0, 0, 1]] and
+Ry(a) = [[cos a, 0, sin a], [0, 1, 0], [-sin a, 0, cos a]], acting on (x, y, z) column vectors; the translation is
+t = (t_x, t_y, t_z) voxels. The transform is the forward map u -> R·u + t about the box centre, exactly
+``gumalign.geometry.transform_volumes(s_a, R, t)``. So the network's R *is* RELION's matrix A of the aligner convention
+(particle ≈ transform_volumes(reference, A, shift), shift = -origin): ``A = R``, ``shift = t``. In RELION's Euler angles
+A = (Rz(rot)·Ry(tilt)·Rz(psi))ᵀ = Rz(-psi)·Ry(-tilt)·Rz(-rot), so (rot, tilt, psi) = (-ψ, -θ, -φ) up to the usual
+ZYZ ambiguity; use gumalign.geometry.matrix_to_euler(R) rather than that shortcut.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gumalign.geometry.transform import transform_volumes
+
+
+def _rz(a: torch.Tensor) -> torch.Tensor:
+    c, s = torch.cos(a), torch.sin(a)
+    o, z = torch.ones_like(a), torch.zeros_like(a)
+    return torch.stack([torch.stack([c, -s, z], -1), torch.stack([s, c, z], -1), torch.stack([z, z, o], -1)], -2)
+
+
+def _ry(a: torch.Tensor) -> torch.Tensor:
+    c, s = torch.cos(a), torch.sin(a)
+    o, z = torch.ones_like(a), torch.zeros_like(a)
+    return torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], -2)
+
+
+def zyz_matrix(phi: torch.Tensor, theta: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """R = Rz(φ)·Ry(θ)·Rz(ψ) (right-handed, on (x, y, z) column vectors). Angles in radians, shape (...); out (..., 3, 3)."""
+    return _rz(phi) @ _ry(theta) @ _rz(psi)
+
+
+def params_to_rigid(params: torch.Tensor, box: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's sigmoid outputs as a rigid transform.
+
+    Args:
+        params: (B, 6) values in (0, 1): φ, θ, ψ, t_x, t_y, t_z before scaling.
+        box: box size N in voxels.
+
+    Returns:
+        rotations (B, 3, 3) (= RELION A) and shifts (B, 3) in voxels (x, y, z), differentiable in ``params``.
+    """
+    angles = 2.0 * math.pi * params[:, :3] - math.pi
+    rotations = zyz_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    shifts = (2.0 * params[:, 3:6] - 1.0) * (box / 2.0)
+    return rotations, shifts
+
+
+def rotate_weights(weights: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate centred-layout Fourier weights (B or 1, N, N, N) about the zero frequency: out(k) = w(Rᵀk).
+
+    A volume rotated by R in real space has its transform rotated by R, so the observed region of T(s_a) is R(M_a);
+    shifts change only phases, so the mask takes no translation. The result is kept as soft trilinear weights
+    clamped to [0, 1] (not thresholded), as in the original, which keeps it differentiable in R.
+
+    Frequencies whose source Rᵀk lies outside the N³ cube (the corners beyond the Nyquist sphere) take the nearest
+    edge value, as the original's index clipping does: a fully observed s_a stays fully observed at every rotation.
+    (Zero fill would hand those corners to s_b and reward rotations that push more of the mask out of the cube.)
+    """
+    import torch.nn.functional as F
+
+    n = weights.shape[-1]
+    # Rotated corners reach (N/2)·√3 from the centre; pad so every source lies inside the padded cube.
+    pad = int(math.ceil(n / 2 * (math.sqrt(3.0) - 1.0))) + 1
+    padded = F.pad(weights.reshape(-1, 1, *weights.shape[-3:]), (pad,) * 6, mode="replicate")[:, 0]
+    rotated = transform_volumes(padded, rotations)  # the padded cube's centre index is N // 2 + pad
+    return rotated[..., pad : pad + n, pad : pad + n, pad : pad + n].clamp(0.0, 1.0)
+
+
+def spectral_imputation(
+    moved_a: torch.Tensor, s_b: torch.Tensor, rotated_weight_a: torch.Tensor
+) -> torch.Tensor:
+    """Fill the Fourier region the moved s_a does not observe with s_b's data.
+
+    ``out = Re(IFFT(FFT(T(s_a))·R(M_a) + FFT(s_b)·(1 - R(M_a))))`` where M_a is s_a's observed region.
+
+    Args:
+        moved_a: (B, N, N, N) transformed s_a, T(s_a).
+        s_b: (B, N, N, N) the target.
+        rotated_weight_a: (B or 1, N, N, N) R(M_a) in the centred layout (zero frequency at N // 2).
+
+    Returns:
+        (B, N, N, N) real tensor.
+    """
+    dims = (-3, -2, -1)
+    weight = torch.fft.ifftshift(rotated_weight_a, dim=dims)  # centred -> unshifted, to match torch.fft.fftn
+    spectrum = torch.fft.fftn(moved_a, dim=dims) * weight + torch.fft.fftn(s_b, dim=dims) * (1.0 - weight)
+    return torch.fft.ifftn(spectrum, dim=dims).real
+
+
+def transform_and_impute(
+    s_a: torch.Tensor,
+    s_b: torch.Tensor,
+    weight_a: torch.Tensor | None,
+    rotations: torch.Tensor,
+    shifts: torch.Tensor,
+) -> torch.Tensor:
+    """T(s_a) = transform_volumes(s_a, R, t), then spectral imputation with s_b (skipped when ``weight_a`` is None).
+
+    Args:
+        s_a, s_b: (B, N, N, N) volumes [z, y, x].
+        weight_a: (B or 1, N, N, N) centred observed-region weights of s_a, or None (fully observed).
+            s_b may be None when s_a is fully observed.
+        rotations: (B, 3, 3); shifts: (B, 3) voxels (x, y, z).
+
+    Returns:
+        (B, N, N, N) the imputed transformed s_a.
+    """
+    moved = transform_volumes(s_a, rotations, shifts)
+    # A fully observed s_a stays fully observed at every rotation (see rotate_weights), and then the imputation is
+    # the identity: skipping it gives the same result for a fifth less work per training step.
+    if weight_a is None or bool(torch.all(weight_a == 1)):
+        return moved
+    return spectral_imputation(moved, s_b, rotate_weights(weight_a, rotations))
+
+
+def correlation_loss(target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """1 - Pearson correlation of each target with its output, averaged over the batch: a scalar in [0, 2].
+
+    Why not the original's 1 - r² with one r over the whole batch tensor (aitom utils.py): squaring rewards an
+    anti-correlated output as much as a correlated one (r = -1 gives zero loss), and a batch-wide r is dominated by
+    differences between samples (offsets and scales) rather than by how well each pair is aligned. Per-sample r keeps
+    every pair's alignment in its own term and only ever rewards agreement.
+
+    Args:
+        target, output: (B, ...) tensors.
+    """
+    t = target.reshape(target.shape[0], -1)
+    o = output.reshape(output.shape[0], -1)
+    t = t - t.mean(dim=1, keepdim=True)
+    o = o - o.mean(dim=1, keepdim=True)
+    r = torch.sum(t * o, dim=1) / torch.sqrt(torch.sum(t * t, dim=1) * torch.sum(o * o, dim=1) + 1e-12)
+    return 1.0 - r.mean()

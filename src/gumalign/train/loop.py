@@ -1,0 +1,240 @@
+"""Unsupervised Gum-Net training: Adam on 1 - Pearson(s_b, imputed T(s_a)), with checkpoints and exact resume.
+
+Schedule (seed S2): Adam with Keras' time decay, lr_k = lr / (1 + decay·k) at optimizer step k = 0, 1, ... (Keras 2.2
+``decay``); Keras' Adam epsilon 1e-7. Each epoch visits the training pairs in an order drawn from a generator seeded by
+(seed, epoch), so nothing random needs saving and a resumed run repeats exactly what an uninterrupted one does.
+Ground truth, when the data have it, is only used for the validation errors reported after each epoch.
+On the CPU a resumed run is bitwise identical to an uninterrupted one (same thread count); on a GPU it agrees to
+rounding only, since CUDA's grid_sample backward accumulates with atomics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gumalign.errors import GumalignError
+from gumalign.models.gumnet import GumNet
+from gumalign.models.transformer import correlation_loss, params_to_rigid, transform_and_impute
+from gumalign.train.checkpoint import load_checkpoint, save_checkpoint
+from gumalign.train.data import PairSet
+
+CHECKPOINT_DIR = "checkpoint"
+ADAM_EPSILON = 1e-7  # Keras 2.2's K.epsilon()
+
+
+@dataclass
+class TrainOptions:
+    """How to train. lr and decay default to the seed's first stage (1e-5, 2e-8)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-5
+    decay: float = 2e-8
+    seed: int = 0
+
+
+@dataclass
+class Evaluation:
+    """Validation results: mean loss and, with ground truth, per-pair rotation (Frobenius) and translation errors."""
+
+    loss: float
+    rotation_errors: np.ndarray | None = None
+    translation_errors: np.ndarray | None = None
+    snr: np.ndarray | None = None
+
+    def summary(self) -> dict:
+        """{'loss', 'n', and with ground truth 'rotation_error'/'translation_error' {mean, std}, 'per_snr'}."""
+        out: dict = {"loss": self.loss}
+        if self.rotation_errors is None:
+            return out
+        out.update(_error_stats(self.rotation_errors, self.translation_errors))
+        if self.snr is not None:
+            out["per_snr"] = {
+                f"{value:g}": _error_stats(self.rotation_errors[self.snr == value], self.translation_errors[self.snr == value])
+                for value in np.unique(self.snr)
+            }
+        return out
+
+
+def _error_stats(rot: np.ndarray, trans: np.ndarray) -> dict:
+    return {
+        "n": int(len(rot)),
+        "rotation_error": {"mean": float(np.mean(rot)), "std": float(np.std(rot))},
+        "translation_error": {"mean": float(np.mean(trans)), "std": float(np.std(trans))},
+    }
+
+
+def keras_decayed_lr(lr: float, decay: float, step: int) -> float:
+    """Keras 2.2's time-based decay: the learning rate used at optimizer step ``step`` (0-based)."""
+    return lr / (1.0 + decay * step)
+
+
+def _to_device(arrays, device) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
+
+
+def pair_loss(model: GumNet, s_a, s_b, w_a) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, params, rotations, shifts) for one batch: the network, the transformer with imputation, the loss."""
+    params = model(s_a, s_b)
+    rotations, shifts = params_to_rigid(params, model.config.box)
+    output = transform_and_impute(s_a, s_b, w_a, rotations, shifts)
+    return correlation_loss(s_b, output), params, rotations, shifts
+
+
+@torch.no_grad()
+def evaluate(model: GumNet, pairs: PairSet, batch_size: int, device: torch.device | str) -> Evaluation:
+    """Loss and (with ground truth) alignment errors of ``model`` in eval mode on ``pairs``."""
+    from gumalign.geometry import rotation_error, translation_error
+
+    if len(pairs) == 0:
+        return Evaluation(loss=float("nan"))
+    was_training = model.training
+    model.eval()
+    losses, weights, rots, shifts = [], [], [], []
+    for start in range(0, len(pairs), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(pairs)))
+        s_a, s_b, w_a, _ = _to_device(pairs.batch(rows), device)
+        loss, _, r, t = pair_loss(model, s_a, s_b, w_a)
+        losses.append(float(loss))
+        weights.append(len(rows))
+        rots.append(r.double().cpu().numpy())
+        shifts.append(t.double().cpu().numpy())
+    model.train(was_training)
+    result = Evaluation(loss=float(np.average(losses, weights=weights)), snr=pairs.snr)
+    if pairs.has_truth:
+        result.rotation_errors = rotation_error(pairs.rotations, np.concatenate(rots))
+        result.translation_errors = translation_error(pairs.shifts, np.concatenate(shifts))
+    return result
+
+
+def _data_key(train: PairSet, val: PairSet) -> str:
+    return f"{train.fingerprint()}:{val.fingerprint()}"
+
+
+def train_model(
+    model: GumNet,
+    train: PairSet,
+    val: PairSet,
+    options: TrainOptions,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
+    *,
+    resume: bool = False,
+    on_batch: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` in place for ``options.epochs`` epochs, checkpointing into ``out_dir/checkpoint`` every epoch.
+
+    Args:
+        model: the network (freshly built or initialised from weights), on any device; moved to ``device``.
+        train, val: training and validation pairs (val may be empty).
+        resume: continue from ``out_dir/checkpoint`` (same data and options required; more epochs allowed).
+        on_batch: called as on_batch(epoch, batches done in this epoch, batch loss) after each step.
+        on_epoch: called with the epoch's history entry after each epoch.
+
+    Returns:
+        The history: one dict per epoch (epoch, train_loss, lr, seconds, val summary).
+
+    Raises:
+        GumalignError: nothing to resume, or a checkpoint made with other data/options.
+    """
+    if len(train) == 0:
+        raise GumalignError("no training pairs")
+    if options.epochs < 1 or options.batch_size < 1:
+        raise GumalignError("--epochs and --batch-size must be at least 1")
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, betas=(0.9, 0.999), eps=ADAM_EPSILON)
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    fixed = {
+        "batch_size": options.batch_size, "lr": options.lr, "decay": options.decay, "seed": options.seed,
+        "config": model.config.to_dict(), "data": _data_key(train, val),
+    }
+    fixed = json.loads(json.dumps(fixed))  # the form it takes in state.json (tuples become lists)
+    history: list[dict] = []
+    start_epoch, step = 0, 0
+    if resume:
+        state = load_checkpoint(folder, model, optimizer, device)
+        changed = [k for k in fixed if state.get("fixed", {}).get(k) != fixed[k]]
+        if changed:
+            raise GumalignError(
+                f"{folder}: the checkpoint was made with different {', '.join(changed)}; "
+                "resume with the same data and options (only --epochs may grow)"
+            )
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+    n = len(train)
+    for epoch in range(start_epoch, options.epochs):
+        began = time.monotonic()
+        model.train()
+        order = np.random.default_rng([options.seed, epoch]).permutation(n)
+        total, count = 0.0, 0
+        for b, start in enumerate(range(0, n, options.batch_size)):
+            rows = np.sort(order[start : start + options.batch_size])
+            s_a, s_b, w_a, _ = _to_device(train.batch(rows), device)
+            for group in optimizer.param_groups:
+                group["lr"] = keras_decayed_lr(options.lr, options.decay, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss, *_ = pair_loss(model, s_a, s_b, w_a)
+            if not torch.isfinite(loss):
+                raise GumalignError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total += float(loss.detach()) * len(rows)
+            count += len(rows)
+            if on_batch is not None:
+                on_batch(epoch, b + 1, float(loss.detach()))
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": total / count,
+            "lr": keras_decayed_lr(options.lr, options.decay, step),
+            "val": evaluate(model, val, options.batch_size, device).summary() if len(val) else None,
+        }
+        entry["seconds"] = time.monotonic() - began
+        history.append(entry)
+        save_checkpoint(folder, model, optimizer, {"epoch": epoch + 1, "step": step, "history": history, "fixed": fixed})
+        if on_epoch is not None:
+            on_epoch(entry)
+    return history
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss curves (training, validation) and, when known, the validation rotation error, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gumalign.io.atomic import atomic_path
+
+    epochs = [h["epoch"] for h in history]
+    val = [h["val"] for h in history]
+    has_errors = any(v and "rotation_error" in v for v in val)
+    fig, axes = plt.subplots(1, 2 if has_errors else 1, figsize=(10 if has_errors else 5.5, 4), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="training")
+    if any(v for v in val):
+        ax.plot(epochs, [v["loss"] if v else np.nan for v in val], "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (1 - Pearson r)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if has_errors:
+        ax = axes[0, 1]
+        ax.plot(epochs, [v["rotation_error"]["mean"] if v else np.nan for v in val], "o-", color="C2")
+        ax.axhline(16 * np.sqrt(2) / (3 * np.pi), ls="--", color="grey", label="random rotation (2.40)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation rotation error ||R - R̂||")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
