@@ -5,6 +5,14 @@ The network estimates, for each (reference, particle) pair, the rigid transform 
 and t the shift (= -origin in pixels), so the result needs no conversion. The reference is s_a (stream 'a'), the
 particle s_b (stream 'b'). When one reference serves every particle its features are computed once and cached.
 Scores are the wedge-constrained correlation (gumalign.align.scoring) at the estimated transform.
+
+Multi-start: a model trained on pairs whose relative rotation stays within 50° (``gumalign train --max-angle 50``,
+the shipped recipe) is run against the reference pre-rotated by each of the 60 rotations of the icosahedral group,
+whose 44.3° covering radius leaves every orientation within the model's range of one start S. The network estimates
+the residual (R, t) of each start, the candidate transform is (R·S, t), and the best constrained correlation wins.
+This is our deviation from the seed's single pass: a compact network trained on a CPU budget cannot learn all of
+SO(3), but it learns a 50° neighbourhood well, and 60 cheap matching passes (the particle's features are computed
+once) cover the rest.
 """
 
 from __future__ import annotations
@@ -38,7 +46,10 @@ class GumNetAligner:
 
     name = "gumnet"
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 32, max_shift=None):
+    def __init__(
+        self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 32, max_shift=None,
+        starts: str = "auto",
+    ):
         from gumalign.devices import resolve_device
 
         if model == DEFAULT_MODEL and DEFAULT_MODEL not in registry.available_models():
@@ -54,8 +65,27 @@ class GumNetAligner:
         self.box = self.model.config.box
         self.batch_size = int(batch_size)
         self.max_shift = None if max_shift is None else float(max_shift)
+        self.starts = self._start_rotations(starts)
         self._cache_key: bytes | None = None
         self._cache_features = None
+
+    def _start_rotations(self, starts: str):
+        """(S, 3, 3) start rotations: 'icosahedral' (60), 'none' (identity), or 'auto' (icosahedral when the model
+        was trained on pairs with a bounded relative rotation)."""
+        import torch
+        from scipy.spatial.transform import Rotation
+
+        if starts == "auto":
+            starts = "icosahedral" if _trained_with_max_angle(self.record) else "none"
+        if starts == "none":
+            matrices = np.eye(3)[None]
+        elif starts == "icosahedral":
+            matrices = Rotation.create_group("I").as_matrix()
+            identity_first = np.argsort(np.linalg.norm(matrices - np.eye(3), axis=(1, 2)), kind="stable")
+            matrices = matrices[identity_first]
+        else:
+            raise GumalignError(f"unknown Gum-Net start set {starts!r}; choose auto, icosahedral or none")
+        return torch.as_tensor(matrices, dtype=torch.float32, device=self.device)
 
     def _check_box(self, volumes: np.ndarray, what: str) -> None:
         if volumes.ndim != 4 or volumes.shape[1:] != (self.box,) * 3:
@@ -64,15 +94,28 @@ class GumNetAligner:
                 f"{'×'.join(map(str, volumes.shape[1:]))} (rescale or crop them to {self.box}³)"
             )
 
+    def _start_features(self, references):
+        """Stream-'a' features of each reference pre-rotated by every start: (S, B, C, 6, 6, 6)."""
+        from gumalign.geometry import transform_volumes
+
+        refs = _zscore_torch(references)
+        out = []
+        for start in self.starts:
+            rotated = refs if bool(torch_is_identity(start)) else transform_volumes(refs, start[None])
+            out.append(self.model.features(rotated, "a"))
+        import torch
+
+        return torch.stack(out)
+
     def _reference_features(self, reference: np.ndarray):
-        """Stream-'a' features of one reference (1, C, 6, 6, 6), cached on the reference's bytes."""
+        """Start features of one reference (S, 1, C, 6, 6, 6), cached on the reference's bytes."""
         import torch
 
         key = hashlib.sha1(np.ascontiguousarray(reference, dtype=np.float32).tobytes()).digest()
         if key != self._cache_key:
             with torch.no_grad():
-                ref = _zscore_torch(torch.as_tensor(reference, dtype=torch.float32, device=self.device)[None])
-                self._cache_features = self.model.features(ref, "a")
+                ref = torch.as_tensor(reference, dtype=torch.float32, device=self.device)[None]
+                self._cache_features = self._start_features(ref)
             self._cache_key = key
         return self._cache_features
 
@@ -102,21 +145,34 @@ class GumNetAligner:
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 stop = min(start + self.batch_size, n)
+                count = stop - start
                 parts = torch.as_tensor(particles[start:stop], device=self.device)
                 f_b = self.model.features(_zscore_torch(parts), "b")
                 if shared:
-                    f_a = self._reference_features(references[0]).expand(stop - start, -1, -1, -1, -1)
+                    f_starts = self._reference_features(references[0])
                     refs = torch.as_tensor(references[:1], device=self.device)
                 else:
                     refs = torch.as_tensor(references[start:stop], device=self.device)
-                    f_a = self.model.features(_zscore_torch(refs), "a")
-                rot, shift = params_to_rigid(self.model.match(f_a, f_b), self.box)
-                shift = self._clamp_shifts(shift)
+                    f_starts = self._start_features(refs)
                 ref_w = reference_weights if len(reference_weights) == 1 else reference_weights[start:stop]
                 part_w = particle_weights if len(particle_weights) == 1 else particle_weights[start:stop]
-                score = constrained_correlation(
-                    refs.expand(stop - start, -1, -1, -1), ref_w, parts, part_w, rot, shift
-                )
+                rot = shift = score = None
+                for start_rot, f_a in zip(self.starts, f_starts):
+                    residual, cand_shift = params_to_rigid(
+                        self.model.match(f_a.expand(count, -1, -1, -1, -1), f_b), self.box
+                    )
+                    cand_rot = residual @ start_rot
+                    cand_shift = self._clamp_shifts(cand_shift)
+                    cand_score = constrained_correlation(
+                        refs.expand(count, -1, -1, -1), ref_w, parts, part_w, cand_rot, cand_shift
+                    )
+                    if rot is None:
+                        rot, shift, score = cand_rot, cand_shift, cand_score
+                    else:
+                        better = cand_score > score
+                        rot = torch.where(better[:, None, None], cand_rot, rot)
+                        shift = torch.where(better[:, None], cand_shift, shift)
+                        score = torch.where(better, cand_score, score)
                 rotations.append(rot.double().cpu().numpy())
                 shifts.append(shift.double().cpu().numpy())
                 scores.append(score.double().cpu().numpy())
@@ -124,3 +180,24 @@ class GumNetAligner:
             rotations=np.concatenate(rotations), shifts=np.concatenate(shifts), scores=np.concatenate(scores)
         )
 
+
+
+def torch_is_identity(matrix) -> bool:
+    """Whether a (3, 3) tensor is the identity (the start that needs no resampling)."""
+    import torch
+
+    return bool(torch.allclose(matrix, torch.eye(3, dtype=matrix.dtype, device=matrix.device)))
+
+
+def _trained_with_max_angle(record: dict) -> bool:
+    """Whether a model record says its training pairs had a bounded relative rotation (max_relative_angle set)."""
+    stack = [record]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("max_relative_angle") is not None:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
