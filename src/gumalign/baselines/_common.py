@@ -98,3 +98,35 @@ def best_per_particle(n_particles, owner, rotations, shifts, scores) -> Alignmen
     """The best-scoring candidate of each particle (owner[i]: the particle of candidate i)."""
     best = np.array([np.flatnonzero(owner == b)[np.argmax(scores[owner == b])] for b in range(n_particles)])
     return AlignmentResult(rotations=rotations[best], shifts=shifts[best], scores=scores[best])
+
+
+class BatchedAligner:
+    """The Aligner.align both baselines share: check inputs, then ``_align_batch`` over chunks of ``batch_size``.
+
+    Subclasses set ``device`` and ``batch_size`` and implement ``_align_batch(refs, ref_w, parts, part_w)`` on
+    (B or 1, N, N, N) tensors.
+    """
+
+    device: torch.device
+    batch_size: int
+
+    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+        """Align each particle to its reference (gumalign.align.base.Aligner).
+
+        Returns rotations A (RELION, reference -> particle), shifts (x, y, z) voxels and the wedge-constrained
+        correlation at that transform, such that particle ≈ transform_volumes(reference, A, shift).
+        """
+        refs = as_batch(references, self.device, "references")
+        ref_w = as_batch(reference_weights, self.device, "reference weights")
+        parts = as_batch(particles, self.device, "particles")
+        part_w = as_batch(particle_weights, self.device, "particle weights")
+        check_inputs(refs, ref_w, parts, part_w)
+        results = []
+        for start in range(0, parts.shape[0], self.batch_size):
+            stop = min(start + self.batch_size, parts.shape[0])
+            results.append(self._align_batch(rows(refs, start, stop), rows(ref_w, start, stop), parts[start:stop],
+                                             rows(part_w, start, stop)))
+        return AlignmentResult.concatenate(results)
+
+    def _align_batch(self, refs, ref_w, parts, part_w) -> AlignmentResult:
+        raise NotImplementedError

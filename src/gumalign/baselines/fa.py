@@ -36,6 +36,7 @@ import torch
 from gumalign.align.base import AlignmentResult
 from gumalign.align.scoring import constrained_correlation
 from gumalign.baselines._common import (
+    BatchedAligner,
     as_batch,
     best_per_particle,
     check_inputs,
@@ -84,7 +85,7 @@ class _Prepared:
         self.signal = signal_coeffs
 
 
-class FAAligner:
+class FAAligner(BatchedAligner):
     """F&A align. See the module docstring for the method.
 
     Args:
@@ -163,24 +164,6 @@ class FAAligner:
             self._reference = self._prepare(references, reference_weights, with_signal=True)
             self._reference_key = key
         return self._reference
-
-    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
-        """Align each particle to its reference (gumalign.align.base.Aligner).
-
-        Returns rotations A (RELION, reference -> particle), shifts (x, y, z) voxels and the wedge-constrained
-        correlation at that transform, such that particle ≈ transform_volumes(reference, A, shift).
-        """
-        refs = as_batch(references, self.device, "references")
-        ref_w = as_batch(reference_weights, self.device, "reference weights")
-        parts = as_batch(particles, self.device, "particles")
-        part_w = as_batch(particle_weights, self.device, "particle weights")
-        check_inputs(refs, ref_w, parts, part_w)
-        results = []
-        for start in range(0, parts.shape[0], self.batch_size):
-            stop = min(start + self.batch_size, parts.shape[0])
-            results.append(self._align_batch(rows(refs, start, stop), rows(ref_w, start, stop), parts[start:stop],
-                                             rows(part_w, start, stop)))
-        return AlignmentResult.concatenate(results)
 
     def _seeds(self, scores: torch.Tensor) -> list[np.ndarray]:
         """Up to num_seeds rotations per particle from the coarse score grid, best first, 11.25° apart at least."""

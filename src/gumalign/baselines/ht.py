@@ -32,6 +32,7 @@ import torch
 
 from gumalign.align.base import AlignmentResult
 from gumalign.baselines._common import (
+    BatchedAligner,
     as_batch,
     best_per_particle,
     check_inputs,
@@ -57,7 +58,7 @@ def ht_shell_degree(radius: float, sh_degree: int) -> int:
     return int(max(1, min(math.ceil((n_lon - 1) / 2), n_lat - 1, sh_degree)))
 
 
-class HTAligner:
+class HTAligner(BatchedAligner):
     """H-T align. See the module docstring for the method.
 
     Args:
@@ -164,24 +165,6 @@ class HTAligner:
             keep = distinct_peaks(rotations[sel], values[sel], self.max_candidates, 2 * step_deg)
             out.append(rotations[sel[keep]])
         return out
-
-    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
-        """Align each particle to its reference (gumalign.align.base.Aligner).
-
-        Returns rotations A (RELION, reference -> particle), shifts (x, y, z) voxels and the wedge-constrained
-        correlation at that transform, such that particle ≈ transform_volumes(reference, A, shift).
-        """
-        refs = as_batch(references, self.device, "references")
-        ref_w = as_batch(reference_weights, self.device, "reference weights")
-        parts = as_batch(particles, self.device, "particles")
-        part_w = as_batch(particle_weights, self.device, "particle weights")
-        check_inputs(refs, ref_w, parts, part_w)
-        results = []
-        for start in range(0, parts.shape[0], self.batch_size):
-            stop = min(start + self.batch_size, parts.shape[0])
-            results.append(self._align_batch(rows(refs, start, stop), rows(ref_w, start, stop), parts[start:stop],
-                                             rows(part_w, start, stop)))
-        return AlignmentResult.concatenate(results)
 
     def _align_batch(self, refs, ref_w, parts, part_w) -> AlignmentResult:
         with torch.no_grad():
