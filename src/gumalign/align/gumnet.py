@@ -119,6 +119,53 @@ class GumNetAligner:
             self._cache_key = key
         return self._cache_features
 
+    def _best_start(self, f_starts, f_b, refs, ref_w, parts, part_w):
+        """Run the matching head for every start (several starts per call) and keep each particle's best candidate.
+
+        Args:
+            f_starts: (S, B or 1, C, 6, 6, 6) reference features per start; f_b: (B, C, 6, 6, 6) particle features;
+            refs (B or 1, N, N, N), weights and parts as in :meth:`align`.
+
+        Returns:
+            rotations (B, 3, 3) = residual·start, shifts (B, 3), scores (B,) of the best start per particle.
+        """
+        import torch
+
+        from gumalign.align.scoring import constrained_correlation
+        from gumalign.models.transformer import params_to_rigid
+
+        count = f_b.shape[0]
+        per_call = max(1, 64 // count)  # starts per matching call: bigger GEMMs, bounded memory
+        best_rot = best_shift = best_score = None
+        for first in range(0, len(self.starts), per_call):
+            starts = self.starts[first : first + per_call]
+            k = len(starts)
+            f_a = f_starts[first : first + k].expand(k, count, *f_starts.shape[2:]).reshape(k * count, *f_starts.shape[2:])
+            f_bb = f_b.expand(k, *f_b.shape).reshape(k * count, *f_b.shape[1:])
+            residual, cand_shift = params_to_rigid(self.model.match(f_a, f_bb), self.box)
+            cand_rot = residual @ starts.repeat_interleave(count, dim=0)
+            cand_shift = self._clamp_shifts(cand_shift)
+
+            def tile(x):  # one shared volume broadcasts; per-particle ones repeat once per start
+                x = torch.as_tensor(x)
+                return x if len(x) == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
+
+            cand_score = constrained_correlation(
+                tile(refs), tile(ref_w), tile(parts), tile(part_w), cand_rot, cand_shift
+            ).reshape(k, count)
+            cand_rot, cand_shift = cand_rot.reshape(k, count, 3, 3), cand_shift.reshape(k, count, 3)
+            top = cand_score.argmax(dim=0)
+            idx = torch.arange(count, device=top.device)
+            rot, shift, score = cand_rot[top, idx], cand_shift[top, idx], cand_score[top, idx]
+            if best_score is None:
+                best_rot, best_shift, best_score = rot, shift, score
+            else:
+                better = score > best_score
+                best_rot = torch.where(better[:, None, None], rot, best_rot)
+                best_shift = torch.where(better[:, None], shift, best_shift)
+                best_score = torch.where(better, score, best_score)
+        return best_rot, best_shift, best_score
+
     def _clamp_shifts(self, shifts):
         """Shifts longer than max_shift scaled back onto that radius (direction kept)."""
         if self.max_shift is None:
@@ -129,9 +176,6 @@ class GumNetAligner:
     def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
         """Align each particle to its reference; see gumalign.align.base.Aligner for shapes and conventions."""
         import torch
-
-        from gumalign.align.scoring import constrained_correlation
-        from gumalign.models.transformer import params_to_rigid
 
         references = np.asarray(references, dtype=np.float32)
         particles = np.asarray(particles, dtype=np.float32)
@@ -156,23 +200,7 @@ class GumNetAligner:
                     f_starts = self._start_features(refs)
                 ref_w = reference_weights if len(reference_weights) == 1 else reference_weights[start:stop]
                 part_w = particle_weights if len(particle_weights) == 1 else particle_weights[start:stop]
-                rot = shift = score = None
-                for start_rot, f_a in zip(self.starts, f_starts):
-                    residual, cand_shift = params_to_rigid(
-                        self.model.match(f_a.expand(count, -1, -1, -1, -1), f_b), self.box
-                    )
-                    cand_rot = residual @ start_rot
-                    cand_shift = self._clamp_shifts(cand_shift)
-                    cand_score = constrained_correlation(
-                        refs.expand(count, -1, -1, -1), ref_w, parts, part_w, cand_rot, cand_shift
-                    )
-                    if rot is None:
-                        rot, shift, score = cand_rot, cand_shift, cand_score
-                    else:
-                        better = cand_score > score
-                        rot = torch.where(better[:, None, None], cand_rot, rot)
-                        shift = torch.where(better[:, None], cand_shift, shift)
-                        score = torch.where(better, cand_score, score)
+                rot, shift, score = self._best_start(f_starts, f_b, refs, ref_w, parts, part_w)
                 rotations.append(rot.double().cpu().numpy())
                 shifts.append(shift.double().cpu().numpy())
                 scores.append(score.double().cpu().numpy())
@@ -201,3 +229,4 @@ def _trained_with_max_angle(record: dict) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
