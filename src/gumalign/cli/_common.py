@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -90,3 +91,31 @@ def info(message: str, quiet: bool = False) -> None:
     """A log line on stderr (silenced by --quiet)."""
     if not quiet:
         err_console.print(message, soft_wrap=True)
+
+
+def common_pixel_size(table, default: float | None) -> float:
+    """The one pixel size (Å) of every particle in ``table``; a GumalignError when they differ or none is known."""
+    import numpy as np
+
+    from gumalign.errors import GumalignError
+
+    sizes = table.pixel_sizes(default)
+    if not np.allclose(sizes, sizes[0], rtol=1e-4):
+        examples = sorted(set(sizes.tolist()))[:3]
+        raise GumalignError(f"{table.name}: particles have different pixel sizes ({examples} Å)")
+    return float(sizes[0])
+
+
+def aligner_options(device, max_shift: float | None, seed: int) -> dict:
+    """The common options passed to get_aligner (each method keeps those it takes); unset ones are left out.
+
+    The aligner keeps its own batch size (its memory use differs from averaging's)."""
+    options = {"device": str(device), "seed": seed}
+    if max_shift is not None:
+        options["max_shift"] = max_shift
+    return options
+
+
+def sibling(path: Path, suffix: str, extension: str | None = None) -> Path:
+    """``avg.mrc`` -> ``avg{suffix}{extension or .mrc}`` in the same folder."""
+    return path.with_name(path.stem + suffix + (extension if extension is not None else path.suffix or ".mrc"))

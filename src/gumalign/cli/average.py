@@ -19,7 +19,7 @@ from typing import Annotated, Optional, Tuple
 
 import typer
 
-from gumalign.cli._common import handle_errors, info, progress_bar
+from gumalign.cli._common import aligner_options, common_pixel_size, handle_errors, info, progress_bar, sibling
 from gumalign.devices import resolve_device
 
 
@@ -36,34 +36,6 @@ def parse_regularisation(text: str) -> float | str:
     if not value >= 0:
         raise GumalignError(f"--regularisation must be 'auto' or a number >= 0, got {text!r}")
     return value
-
-
-def common_pixel_size(table, default: float | None) -> float:
-    """The one pixel size (Å) of every particle in ``table``; a GumalignError when they differ or none is known."""
-    import numpy as np
-
-    from gumalign.errors import GumalignError
-
-    sizes = table.pixel_sizes(default)
-    if not np.allclose(sizes, sizes[0], rtol=1e-4):
-        examples = sorted(set(sizes.tolist()))[:3]
-        raise GumalignError(f"{table.name}: particles have different pixel sizes ({examples} Å)")
-    return float(sizes[0])
-
-
-def aligner_options(device, max_shift: float | None, seed: int) -> dict:
-    """The common options passed to get_aligner (each method keeps those it takes); unset ones are left out.
-
-    The aligner keeps its own batch size (its memory use differs from averaging's)."""
-    options = {"device": str(device), "seed": seed}
-    if max_shift is not None:
-        options["max_shift"] = max_shift
-    return options
-
-
-def sibling(path: Path, suffix: str, extension: str | None = None) -> Path:
-    """``avg.mrc`` -> ``avg{suffix}{extension or .mrc}`` in the same folder."""
-    return path.with_name(path.stem + suffix + (extension if extension is not None else path.suffix or ".mrc"))
 
 
 @handle_errors

@@ -57,7 +57,7 @@ def command(
     from gumalign.align.registry import get_aligner
     from gumalign.average.stack import StarStack
     from gumalign.devices import resolve_device
-    from gumalign.cli.average import aligner_options, common_pixel_size, sibling
+    from gumalign.cli._common import aligner_options, common_pixel_size, sibling
     from gumalign.cluster.pairwise import check_k, complete_linkage, pairwise_scores
     from gumalign.io.atomic import atomic_path
     from gumalign.io.star import read_star, write_star

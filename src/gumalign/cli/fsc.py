@@ -54,7 +54,7 @@ def gold_standard_halves(particles: Path, tilt_range, pixel_size, batch_size: in
     from gumalign.average.stack import StarStack
     from gumalign.cli._common import progress_bar
     from gumalign.devices import resolve_device
-    from gumalign.cli.average import common_pixel_size
+    from gumalign.cli._common import common_pixel_size
     from gumalign.io.star import read_star
 
     table = read_star(particles)
