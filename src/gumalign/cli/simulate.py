@@ -59,6 +59,9 @@ def command(
     ] = WeightingChoice.mass,
     no_ctf: Annotated[bool, typer.Option("--no-ctf", help="Switch the CTF off.")] = False,
     no_mtf: Annotated[bool, typer.Option("--no-mtf", help="Switch the detector MTF off.")] = False,
+    noise_mtf: Annotated[
+        bool, typer.Option("--noise-mtf", help="Pass the noise through the MTF too (default: signal only).")
+    ] = False,
     defocus: Annotated[float, typer.Option(help="Defocus in µm; negative is underfocus.")] = -2.0,
     voltage: Annotated[float, typer.Option(help="Acceleration voltage in kV.")] = 300.0,
     cs: Annotated[float, typer.Option(help="Spherical aberration in mm.")] = 2.7,
@@ -106,6 +109,7 @@ def command(
     params = ImagingParams(
         voltage_kv=voltage, defocus_um=defocus, cs_mm=cs, amplitude_contrast=amplitude_contrast,
         envelope_sigma=envelope_sigma, mtf_sigma=mtf_sigma, ctf=not no_ctf, mtf=not no_mtf,
+        noise_mtf=noise_mtf,
     )
     plan = SimulationPlan(
         structures=loaded, n=n, snr=None if math.isinf(snr) else snr, tilt_range=tuple(tilt_range),
@@ -114,7 +118,7 @@ def command(
     plan.command = _command_line(dict(
         structure=structure, out=out, n=n, snr=snr, tilt_range=tilt_range, tilt_step=tilt_step, max_shift=max_shift,
         box=box, voxel_size=voxel_size, resolution=resolution, weighting=weighting.value, no_ctf=no_ctf,
-        no_mtf=no_mtf, defocus=defocus, voltage=voltage, cs=cs, amplitude_contrast=amplitude_contrast,
+        no_mtf=no_mtf, noise_mtf=noise_mtf, defocus=defocus, voltage=voltage, cs=cs, amplitude_contrast=amplitude_contrast,
         envelope_sigma=envelope_sigma, mtf_sigma=mtf_sigma, pairs=pairs, seed=seed, jobs=jobs,
     ))
     check_output_folder(out, overwrite)
@@ -168,7 +172,7 @@ def _command_line(settings: dict) -> str:
     for option in ("tilt_step", "max_shift", "box", "voxel_size", "resolution"):
         parts += ["--" + option.replace("_", "-"), f"{settings[option]:g}"]
     parts += ["--weighting", settings["weighting"]]
-    for flag in ("no_ctf", "no_mtf", "pairs"):
+    for flag in ("no_ctf", "no_mtf", "noise_mtf", "pairs"):
         if settings[flag]:
             parts.append("--" + flag.replace("_", "-"))
     for option in ("defocus", "voltage", "cs", "amplitude_contrast", "envelope_sigma", "mtf_sigma"):
