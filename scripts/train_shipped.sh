@@ -13,6 +13,9 @@
 #   stage 1 train at SNR 100 (the seed trains one model at SNR 100 first);
 #   stage 2 fine-tune it on mixed SNRs 100, 1, 0.1, 0.05, 0.03, 0.01 (the seed fine-tunes per SNR; we ship one model),
 #           validation pairs held out per SNR, so the record holds validation errors at SNR 100, 0.1, 0.03 and 0.01.
+#   pairs   relative rotations within 50° (--max-angle): `gumalign align` runs the model from the 60 icosahedral
+#           starts (44.3° covering radius); the arch gumnet-compact-local outputs a rotation vector (smooth at the
+#           identity, where the seed's ZYZ angles are degenerate: a ZYZ run stayed at the identity baseline for 9 epochs).
 #   Adam with Keras' time decay. Deviation from the seed: learning rates 3e-4 / 1e-4 instead of 1e-5 / 1e-6, because
 #   a few CPU hours give ~5 k optimizer steps where the seed took ~160 k; the decay halves the rate by each stage's end.
 #
@@ -38,6 +41,7 @@ EPOCHS1=${EPOCHS1:-30}
 PAIRS2=${PAIRS2:-4800}
 EPOCHS2=${EPOCHS2:-20}
 BATCH=${BATCH:-32}
+ARCH=${ARCH:-gumnet-compact-local}  # rotation-vector outputs: smooth near the identity, unlike ZYZ angles
 MAX_ANGLE=${MAX_ANGLE:-50}  # relative rotations within 50°: the aligner covers SO(3) with 60 icosahedral starts (44.3° radius)
 
 TEMPLATES=builtin:proteasome,builtin:spliceosome,builtin:rubisco,builtin:p97,builtin:clpb,builtin:cand1_cul1_roc1
@@ -64,7 +68,7 @@ stage() {
     fi
 }
 
-common=(--arch gumnet-compact --batch-size "$BATCH" --val-fraction 0.1 --device "$DEVICE" --threads "$THREADS"
+common=(--arch "$ARCH" --batch-size "$BATCH" --val-fraction 0.1 --device "$DEVICE" --threads "$THREADS"
         --voxel-size 12 --tilt-range -60 60 --max-shift 7 --max-angle "$MAX_ANGLE")
 
 stage "$RUN/stage1" --simulate "$TEMPLATES" --snr 100 --n-pairs "$PAIRS1" --epochs "$EPOCHS1" \

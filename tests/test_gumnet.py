@@ -258,3 +258,27 @@ def test_streams_share_convolutions_but_not_batch_norm():
     with torch.no_grad():
         model.extractor.norms["b"][0].bias.fill_(1.0)
     assert not torch.allclose(model.features(x, "a"), model.features(x, "b"))
+
+
+def test_rotation_vector_outputs_match_scipy_and_stay_within_range():
+    import math
+
+    from scipy.spatial.transform import Rotation
+
+    from gumalign.models.transformer import params_to_rigid, rotvec_matrix
+
+    gen = torch.Generator().manual_seed(0)
+    vectors = (torch.rand(50, 3, generator=gen, dtype=torch.float64) - 0.5) * 2.0
+    vectors[0] = 0.0
+    vectors[1] = 1e-5
+    np.testing.assert_allclose(rotvec_matrix(vectors).numpy(), Rotation.from_rotvec(vectors.numpy()).as_matrix(), atol=1e-10)
+    params = torch.rand(20, 6, generator=gen, dtype=torch.float64)
+    rotations, _ = params_to_rigid(params, 32, "rotvec", 60.0)
+    expected = Rotation.from_rotvec(((2 * params[:, :3] - 1) * math.radians(60)).numpy()).as_matrix()
+    np.testing.assert_allclose(rotations.numpy(), expected, atol=1e-10)
+    half, _ = params_to_rigid(torch.full((1, 6), 0.5, dtype=torch.float64), 32, "rotvec", 60.0)
+    np.testing.assert_allclose(half[0].numpy(), np.eye(3), atol=1e-12)  # the sigmoid's centre is the identity
+    # Gradients are finite at the identity (the Taylor branch).
+    v = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    rotvec_matrix(v).sum().backward()
+    assert torch.isfinite(v.grad).all()

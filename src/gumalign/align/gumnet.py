@@ -76,7 +76,8 @@ class GumNetAligner:
         from scipy.spatial.transform import Rotation
 
         if starts == "auto":
-            starts = "icosahedral" if _trained_with_max_angle(self.record) else "none"
+            local = self.model.config.rotation == "rotvec" or _trained_with_max_angle(self.record)
+            starts = "icosahedral" if local else "none"
         if starts == "none":
             matrices = np.eye(3)[None]
         elif starts == "icosahedral":
@@ -132,8 +133,6 @@ class GumNetAligner:
         import torch
 
         from gumalign.align.scoring import constrained_correlation
-        from gumalign.models.transformer import params_to_rigid
-
         count = f_b.shape[0]
         per_call = max(1, 64 // count)  # starts per matching call: bigger GEMMs, bounded memory
         best_rot = best_shift = best_score = None
@@ -142,7 +141,7 @@ class GumNetAligner:
             k = len(starts)
             f_a = f_starts[first : first + k].expand(k, count, *f_starts.shape[2:]).reshape(k * count, *f_starts.shape[2:])
             f_bb = f_b.expand(k, *f_b.shape).reshape(k * count, *f_b.shape[1:])
-            residual, cand_shift = params_to_rigid(self.model.match(f_a, f_bb), self.box)
+            residual, cand_shift = self.model.rigid(self.model.match(f_a, f_bb))
             cand_rot = residual @ starts.repeat_interleave(count, dim=0)
             cand_shift = self._clamp_shifts(cand_shift)
 

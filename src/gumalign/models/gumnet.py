@@ -55,6 +55,9 @@ class GumNetConfig:
         fc_units: width of the two fully connected layers.
         bn_momentum: torch BatchNorm momentum (Keras' default momentum 0.99 is torch's 0.01).
         bn_eps: BatchNorm epsilon (Keras' default 1e-3).
+        rotation: how the three rotation outputs become a matrix: 'zyz' (the seed's Euler angles) or 'rotvec'
+            (a rotation vector within ``max_angle_deg``; see gumalign.models.transformer.params_to_rigid).
+        max_angle_deg: range of 'rotvec' rotations.
     """
 
     arch: str
@@ -66,6 +69,8 @@ class GumNetConfig:
     fc_units: int = 2000
     bn_momentum: float = 0.01
     bn_eps: float = 1e-3
+    rotation: str = "zyz"
+    max_angle_deg: float = 180.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,6 +95,10 @@ ARCHITECTURES: dict[str, GumNetConfig] = {
     "gumnet-compact": GumNetConfig(
         "gumnet-compact", feature_channels=(16, 32, 64, 128, 256), head_channels=128, fc_units=256, bn_momentum=0.1
     ),
+    "gumnet-compact-local": GumNetConfig(
+        "gumnet-compact-local", feature_channels=(16, 32, 64, 128, 256), head_channels=128, fc_units=256,
+        bn_momentum=0.1, rotation="rotvec", max_angle_deg=60.0,
+    ),
     "mp": GumNetConfig("mp", pooling="max"),
     "ap": GumNetConfig("ap", pooling="avg"),
     "sc": GumNetConfig("sc", siamese=False),
@@ -100,6 +109,7 @@ ARCHITECTURES: dict[str, GumNetConfig] = {
 ARCH_HELP = {
     "gumnet": "Gum-Net as published (about 110 M parameters, 440 MB)",
     "gumnet-compact": "same principles, half-width features and a narrow head (shipped; CPU-trainable)",
+    "gumnet-compact-local": "gumnet-compact with rotation-vector outputs within 60° (shipped; run from 60 starts)",
     "mp": "ablation: max pooling instead of spectral pooling",
     "ap": "ablation: average pooling instead of spectral pooling",
     "sc": "ablation: single correlation map c_ab",
@@ -210,6 +220,12 @@ class GumNet(nn.Module):
             parts.append(self.branch_ba(c_ba))
         x = self.fc2(self.fc1(torch.cat(parts, dim=1)))
         return torch.sigmoid(self.out(x))
+
+    def rigid(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 6) outputs -> (rotations (B, 3, 3), shifts (B, 3) voxels) with this model's rotation parameterisation."""
+        from gumalign.models.transformer import params_to_rigid
+
+        return params_to_rigid(params, self.config.box, self.config.rotation, self.config.max_angle_deg)
 
     def forward(self, s_a: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:
         return self.match(self.features(s_a, "a"), self.features(s_b, "b"))

@@ -38,18 +38,44 @@ def zyz_matrix(phi: torch.Tensor, theta: torch.Tensor, psi: torch.Tensor) -> tor
     return _rz(phi) @ _ry(theta) @ _rz(psi)
 
 
-def params_to_rigid(params: torch.Tensor, box: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rotvec_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices exp([v]×) for rotation vectors (..., 3) in radians (Rodrigues), smooth through v = 0."""
+    theta_sq = (vectors**2).sum(dim=-1)[..., None, None]
+    theta = torch.sqrt(theta_sq.clamp_min(1e-12))
+    small = theta_sq < 1e-6
+    # sin θ/θ and (1 - cos θ)/θ², with their Taylor series near 0 so gradients stay finite.
+    a = torch.where(small, 1.0 - theta_sq / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta_sq / 24.0, (1.0 - torch.cos(theta)) / theta_sq.clamp_min(1e-12))
+    x, y, z = vectors.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*vectors.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=vectors.dtype, device=vectors.device).expand_as(skew)
+    return eye + a * skew + b * (skew @ skew)
+
+
+def params_to_rigid(
+    params: torch.Tensor, box: int, rotation: str = "zyz", max_angle_deg: float = 180.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's sigmoid outputs as a rigid transform.
 
     Args:
-        params: (B, 6) values in (0, 1): φ, θ, ψ, t_x, t_y, t_z before scaling.
+        params: (B, 6) values in (0, 1): three rotation parameters, then t_x, t_y, t_z before scaling.
         box: box size N in voxels.
+        rotation: 'zyz' (the seed's: φ, θ, ψ = 2πp - π, R = Rz(φ)·Ry(θ)·Rz(ψ)) or 'rotvec' (a rotation vector
+            (2p - 1)·max_angle per component, R = exp([v]×): smooth around the identity, for models trained on
+            bounded relative rotations; ZYZ angles are degenerate there, where only φ + ψ is defined).
+        max_angle_deg: the rotation vectors' range for 'rotvec'.
 
     Returns:
         rotations (B, 3, 3) (= RELION A) and shifts (B, 3) in voxels (x, y, z), differentiable in ``params``.
     """
-    angles = 2.0 * math.pi * params[:, :3] - math.pi
-    rotations = zyz_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    if rotation == "rotvec":
+        rotations = rotvec_matrix((2.0 * params[:, :3] - 1.0) * math.radians(max_angle_deg))
+    elif rotation == "zyz":
+        angles = 2.0 * math.pi * params[:, :3] - math.pi
+        rotations = zyz_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    else:
+        raise ValueError(f"unknown rotation parameterisation {rotation!r}")
     shifts = (2.0 * params[:, 3:6] - 1.0) * (box / 2.0)
     return rotations, shifts
 

@@ -21,7 +21,7 @@ import torch
 
 from gumalign.errors import GumalignError
 from gumalign.models.gumnet import GumNet
-from gumalign.models.transformer import correlation_loss, params_to_rigid, transform_and_impute
+from gumalign.models.transformer import correlation_loss, transform_and_impute
 from gumalign.train.checkpoint import load_checkpoint, save_checkpoint
 from gumalign.train.data import PairSet
 
@@ -83,7 +83,7 @@ def _to_device(arrays, device) -> list[torch.Tensor]:
 def pair_loss(model: GumNet, s_a, s_b, w_a) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, params, rotations, shifts) for one batch: the network, the transformer with imputation, the loss."""
     params = model(s_a, s_b)
-    rotations, shifts = params_to_rigid(params, model.config.box)
+    rotations, shifts = model.rigid(params)
     output = transform_and_impute(s_a, s_b, w_a, rotations, shifts)
     return correlation_loss(s_b, output), params, rotations, shifts
 
