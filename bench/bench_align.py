@@ -100,12 +100,29 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--memory-rows", type=int, default=10000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-method", default=None, help="method for the memory run (default: gumnet if timed)")
+    parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
+    names = args.methods.split(",")
+    if not args.skip_timing:
+        time_methods(args, names)
+    if not args.skip_memory:
+        method = args.memory_method or ("gumnet" if "gumnet" in names else names[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            small = peak_memory_mb(500, method, Path(tmp))
+            large = peak_memory_mb(args.memory_rows, method, Path(tmp))
+        print(f"\npeak memory of `gumalign align --method {method}`: {small:.0f} MB for 500 particles, "
+              f"{large:.0f} MB for {args.memory_rows} particles")
+
+
+def time_methods(args, names) -> None:
+    import torch
+
     template, rotations, shifts, particles = make_particles(args.n, args.snr, seed=1)
     print(f"# bench_align: {args.n} particles of 32³ at SNR {args.snr}, {args.threads} threads, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}\n")
@@ -117,7 +134,6 @@ def main() -> None:
             seconds, rot, trans = time_method(name, refine, template, particles, rotations, shifts, args.batch_size)
             timings[(name, refine)] = seconds
             print(f"| {name} | {'yes' if refine else 'no'} | {seconds:.4f} | {rot:.2f} | {trans:.2f} |", flush=True)
-    names = args.methods.split(",")
     if "gumnet" in names:
         for other in names:
             if other != "gumnet":
@@ -126,13 +142,6 @@ def main() -> None:
     for name in names:
         ratio = timings[(name, True)] / timings[(name, False)]
         print(f"{name}: --refine costs {ratio:.1f}x the plain method")
-    if not args.skip_memory:
-        method = "gumnet" if "gumnet" in names else names[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            small = peak_memory_mb(500, method, Path(tmp))
-            large = peak_memory_mb(args.memory_rows, method, Path(tmp))
-        print(f"\npeak memory of `gumalign align --method {method}`: {small:.0f} MB for 500 particles, "
-              f"{large:.0f} MB for {args.memory_rows} particles")
 
 
 if __name__ == "__main__":
