@@ -36,6 +36,9 @@ def handle_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from gumalign.memory import limit_heap_fragmentation
+
+        limit_heap_fragmentation()
         try:
             return func(*args, **kwargs)
         except GumalignError as exc:
