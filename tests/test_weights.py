@@ -181,6 +181,24 @@ def test_multi_start_composes_residual_with_the_start_and_picks_the_best(trained
     assert result.scores[0] > 0.97
 
 
+def test_aligner_takes_a_candidates_shift_from_the_fft_search_when_the_network_misses(trained_dir, monkeypatch):
+    """The network's rotation is right but its shift is zero: the FFT translation search supplies the true shift."""
+    from gumalign.align.gumnet import GumNetAligner
+
+    aligner = GumNetAligner(model=str(trained_dir), device="cpu", starts="none")
+    params = torch.tensor([[0.6, 0.3, 0.7, 0.5, 0.5, 0.5]])  # a ZYZ rotation, zero shift
+    monkeypatch.setattr(aligner.model, "match", lambda f_a, f_b: params.expand(len(f_b), -1))
+    rot, _ = params_to_rigid(params.double(), 32)
+    true_shift = torch.tensor([[3.0, -2.0, 1.4]], dtype=torch.float64)
+    reference = smooth_blob(seed=6)
+    particle = transform_volumes(torch.from_numpy(reference)[None].double(), rot, true_shift).float().numpy()
+    wedge = wedge_mask((32,) * 3, (-60, 60), "centred")[None]
+    ones = np.ones((1, 32, 32, 32), np.float32)
+    result = aligner.align(reference[None], ones, particle, wedge)
+    np.testing.assert_allclose(result.shifts, true_shift.numpy(), atol=0.25)
+    assert result.scores[0] > 0.97
+
+
 def test_auto_starts_follow_the_training_record(trained_dir):
     from gumalign.align.gumnet import GumNetAligner, _trained_with_max_angle
 

@@ -9,7 +9,8 @@ Scores are the wedge-constrained correlation (gumalign.align.scoring) at the est
 Multi-start: a model trained on pairs whose relative rotation stays within 50° (``gumalign train --max-angle 50``,
 the shipped recipe) is run against the reference pre-rotated by each of the 60 rotations of the icosahedral group,
 whose 44.3° covering radius leaves every orientation within the model's range of one start S. The network estimates
-the residual (R, t) of each start, the candidate transform is (R·S, t), and the best constrained correlation wins.
+the residual rotation R of each start; the candidate rotation is R·S, its shift the better (by constrained
+correlation) of the network's and the FFT translation search's for that rotation, and the best candidate wins.
 This is our deviation from the seed's single pass: a compact network trained on a CPU budget cannot learn all of
 SO(3), but it learns a 50° neighbourhood well, and 60 cheap matching passes (the particle's features are computed
 once) cover the rest.
@@ -132,7 +133,8 @@ class GumNetAligner:
         """
         import torch
 
-        from gumalign.align.scoring import constrained_correlation
+        from gumalign.align.scoring import constrained_correlation, translation_search
+
         count = f_b.shape[0]
         per_call = max(1, 64 // count)  # starts per matching call: bigger GEMMs, bounded memory
         best_rot = best_shift = best_score = None
@@ -141,17 +143,22 @@ class GumNetAligner:
             k = len(starts)
             f_a = f_starts[first : first + k].expand(k, count, *f_starts.shape[2:]).reshape(k * count, *f_starts.shape[2:])
             f_bb = f_b.expand(k, *f_b.shape).reshape(k * count, *f_b.shape[1:])
-            residual, cand_shift = self.model.rigid(self.model.match(f_a, f_bb))
+            residual, net_shift = self.model.rigid(self.model.match(f_a, f_bb))
             cand_rot = residual @ starts.repeat_interleave(count, dim=0)
-            cand_shift = self._clamp_shifts(cand_shift)
 
             def tile(x):  # one shared volume broadcasts; per-particle ones repeat once per start
                 x = torch.as_tensor(x)
                 return x if len(x) == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
 
-            cand_score = constrained_correlation(
-                tile(refs), tile(ref_w), tile(parts), tile(part_w), cand_rot, cand_shift
-            ).reshape(k, count)
+            volumes = (tile(refs), tile(ref_w), tile(parts), tile(part_w), cand_rot)
+            # The network's rotation with the FFT's best shift for it (a few voxels of translation error would
+            # otherwise sink a right rotation); the network's own shift is kept where it scores higher.
+            cand_shift, cand_score = translation_search(*volumes, self.max_shift)
+            net_shift = self._clamp_shifts(net_shift)
+            net_score = constrained_correlation(*volumes, net_shift)
+            use_net = net_score > cand_score
+            cand_shift = torch.where(use_net[:, None], net_shift, cand_shift)
+            cand_score = torch.where(use_net, net_score, cand_score).reshape(k, count)
             cand_rot, cand_shift = cand_rot.reshape(k, count, 3, 3), cand_shift.reshape(k, count, 3)
             top = cand_score.argmax(dim=0)
             idx = torch.arange(count, device=top.device)

@@ -146,7 +146,8 @@ def translation_search(
 
     Returns:
         shifts (B, 3) float32 (x, y, z) voxels and scores (B,) float32, the constrained correlation at that shift.
-        The sub-voxel shift is kept only where it scores at least as well as the integer peak.
+        The sub-voxel shift is kept only where it scores at least as well as the integer peak and stays within
+        ``max_shift``.
     """
     spec_p, spec_r, mult = _prepare(references, reference_weights, particles, particle_weights, rotations, max_frequency)
     d, h = spec_p.shape[-3:-1]
@@ -177,7 +178,7 @@ def translation_search(
     fine = integer + torch.stack([dx, dy, dz], dim=1)
     phase = _rfft_shift_phase((d, h, w), fine)
     fine_score = torch.sum(mult * (spec_p * (spec_r * phase).conj()).real, dim=(-3, -2, -1))
-    better = fine_score >= peak
+    better = (fine_score >= peak) & (fine.norm(dim=1) <= limit + 1e-6)  # the sub-voxel step may not leave max_shift
     shifts = torch.where(better[:, None], fine, integer)
     scores = torch.where(better, fine_score, peak)
     return shifts, scores
