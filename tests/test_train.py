@@ -91,6 +91,34 @@ def test_short_cpu_training_learns_to_align(tmp_path):
     assert after["translation_error"]["mean"] < 0.7 * before.translation_errors.mean()
 
 
+def test_shift_search_term_scores_the_networks_rotation_at_the_fft_shift(monkeypatch):
+    """With the network's rotation right and its shift wrong, the searched term is near zero, so the shift-search loss
+    is about half the plain one; and only the rotation outputs get the searched term's gradient."""
+    from gumalign.models.transformer import params_to_rigid
+    from gumalign.train.loop import pair_loss
+
+    template = rough_blob(seed=3)
+    pairs = synthetic_pairs(2, 7, template, max_deg=30.0, max_shift=3.0)
+    s_a, s_b, w_a, w_b = (torch.from_numpy(np.ascontiguousarray(x)) for x in pairs.batch(np.arange(2)))
+    model = build_model("gumnet-tiny", seed=0).eval()
+    vectors = Rotation.from_matrix(pairs.rotations).as_rotvec()
+    params = torch.tensor(np.concatenate([vectors / np.deg2rad(60.0) / 2 + 0.5, np.full((2, 3), 0.5)], axis=1),
+                          dtype=torch.float32, requires_grad=True)  # rotation vectors within 60°, zero shift
+    monkeypatch.setattr(model, "forward", lambda a, b: params)
+    monkeypatch.setattr(model, "rigid", lambda p: params_to_rigid(p, 32, "rotvec", 60.0))
+    plain, *_ = pair_loss(model, s_a, s_b, w_a, w_b, shift_search=False)
+    searched, *_ = pair_loss(model, s_a, s_b, w_a, w_b, shift_search=True)
+    from gumalign.models.transformer import correlation_loss, transform_and_impute
+
+    rotations = params_to_rigid(params.detach(), 32, "rotvec", 60.0)[0]
+    at_truth = correlation_loss(s_b, transform_and_impute(s_a, s_b, w_a, rotations, torch.from_numpy(pairs.shifts).float()))
+    assert float(plain) > float(at_truth) + 0.15
+    # searched = (plain + the term at the FFT shift) / 2, and that term is the loss at the true transform
+    assert float(2 * searched - plain) == pytest.approx(float(at_truth), abs=0.02)
+    searched.backward()
+    assert params.grad[:, :3].abs().sum() > 0
+
+
 def _states_close(a, b, atol=1e-6):
     return all(torch.allclose(a[k].double(), b[k].double(), atol=atol, rtol=0) for k in a)
 

@@ -76,6 +76,14 @@ def command(
     lr: Annotated[float, typer.Option(help="Adam learning rate (the seed: 1e-5; fine-tuning 1e-6).", min=0)] = 1e-5,
     decay: Annotated[float, typer.Option(help="Keras time decay: lr/(1 + decay·step) (the seed: 2e-8).", min=0)] = 2e-8,
     val_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.", min=0, max=0.9)] = 0.1,
+    shift_search: Annotated[
+        bool,
+        typer.Option(
+            "--shift-search/--no-shift-search",
+            help="Add a loss term at the network's rotation with the FFT's best shift (ours; speeds up learning "
+            "rotations; the shipped recipe uses it).",
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: all available cores).", min=1)] = None,
@@ -155,7 +163,7 @@ def command(
         quiet,
     )
 
-    options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, seed=seed)
+    options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, seed=seed, shift_search=shift_search)
     steps_per_epoch = -(-len(train_set) // batch_size)
     history = _run_with_progress(
         model, train_set, val_set, options, out, torch_device, resume, steps_per_epoch, quiet
@@ -180,6 +188,7 @@ def command(
             "lr": lr,
             "decay": decay,
             "seed": seed,
+            "shift_search": shift_search,
             "init": init_record.get("name", init) if init_record else None,
             "device": str(torch_device),
             "gumalign_version": __version__,

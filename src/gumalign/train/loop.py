@@ -31,13 +31,20 @@ ADAM_EPSILON = 1e-7  # Keras 2.2's K.epsilon()
 
 @dataclass
 class TrainOptions:
-    """How to train. lr and decay default to the seed's first stage (1e-5, 2e-8)."""
+    """How to train. lr and decay default to the seed's first stage (1e-5, 2e-8).
+
+    ``shift_search`` (ours, not the seed's): add a second loss term that moves s_a by the network's rotation and the
+    FFT's best shift for that rotation (gumalign.align.scoring.translation_search, no gradient through the search),
+    so the rotation outputs learn from a well-translated s_a from the first step instead of waiting for the
+    translation outputs to converge; the aligner uses the network the same way (network rotation, FFT shift).
+    """
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-5
     decay: float = 2e-8
     seed: int = 0
+    shift_search: bool = False
 
 
 @dataclass
@@ -80,16 +87,32 @@ def _to_device(arrays, device) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
 
 
-def pair_loss(model: GumNet, s_a, s_b, w_a) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, params, rotations, shifts) for one batch: the network, the transformer with imputation, the loss."""
+def pair_loss(
+    model: GumNet, s_a, s_b, w_a, w_b=None, shift_search: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, params, rotations, shifts) for one batch: the network, the transformer with imputation, the loss.
+
+    With ``shift_search`` the loss is the mean of the network's own term and the term at (network rotation, FFT
+    shift); see TrainOptions. ``w_b`` (B or 1, N, N, N) is then needed for the wedge-constrained search.
+    """
     params = model(s_a, s_b)
     rotations, shifts = model.rigid(params)
     output = transform_and_impute(s_a, s_b, w_a, rotations, shifts)
-    return correlation_loss(s_b, output), params, rotations, shifts
+    loss = correlation_loss(s_b, output)
+    if shift_search:
+        from gumalign.align.scoring import translation_search
+
+        with torch.no_grad():
+            best_shifts, _ = translation_search(s_a, w_a, s_b, w_b, rotations.detach())
+        searched = transform_and_impute(s_a, s_b, w_a, rotations, best_shifts)
+        loss = 0.5 * (loss + correlation_loss(s_b, searched))
+    return loss, params, rotations, shifts
 
 
 @torch.no_grad()
-def evaluate(model: GumNet, pairs: PairSet, batch_size: int, device: torch.device | str) -> Evaluation:
+def evaluate(
+    model: GumNet, pairs: PairSet, batch_size: int, device: torch.device | str, shift_search: bool = False
+) -> Evaluation:
     """Loss and (with ground truth) alignment errors of ``model`` in eval mode on ``pairs``."""
     from gumalign.geometry import rotation_error, translation_error
 
@@ -100,8 +123,8 @@ def evaluate(model: GumNet, pairs: PairSet, batch_size: int, device: torch.devic
     losses, weights, rots, shifts = [], [], [], []
     for start in range(0, len(pairs), batch_size):
         rows = np.arange(start, min(start + batch_size, len(pairs)))
-        s_a, s_b, w_a, _ = _to_device(pairs.batch(rows), device)
-        loss, _, r, t = pair_loss(model, s_a, s_b, w_a)
+        s_a, s_b, w_a, w_b = _to_device(pairs.batch(rows), device)
+        loss, _, r, t = pair_loss(model, s_a, s_b, w_a, w_b, shift_search)
         losses.append(float(loss))
         weights.append(len(rows))
         rots.append(r.double().cpu().numpy())
@@ -156,6 +179,8 @@ def train_model(
         "batch_size": options.batch_size, "lr": options.lr, "decay": options.decay, "seed": options.seed,
         "config": model.config.to_dict(), "data": _data_key(train, val),
     }
+    if options.shift_search:  # only when on, so checkpoints from before the option still resume
+        fixed["shift_search"] = True
     fixed = json.loads(json.dumps(fixed))  # the form it takes in state.json (tuples become lists)
     history: list[dict] = []
     start_epoch, step = 0, 0
@@ -176,11 +201,11 @@ def train_model(
         total, count = 0.0, 0
         for b, start in enumerate(range(0, n, options.batch_size)):
             rows = np.sort(order[start : start + options.batch_size])
-            s_a, s_b, w_a, _ = _to_device(train.batch(rows), device)
+            s_a, s_b, w_a, w_b = _to_device(train.batch(rows), device)
             for group in optimizer.param_groups:
                 group["lr"] = keras_decayed_lr(options.lr, options.decay, step)
             optimizer.zero_grad(set_to_none=True)
-            loss, *_ = pair_loss(model, s_a, s_b, w_a)
+            loss, *_ = pair_loss(model, s_a, s_b, w_a, w_b, options.shift_search)
             if not torch.isfinite(loss):
                 raise GumalignError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
             loss.backward()
@@ -194,7 +219,7 @@ def train_model(
             "epoch": epoch + 1,
             "train_loss": total / count,
             "lr": keras_decayed_lr(options.lr, options.decay, step),
-            "val": evaluate(model, val, options.batch_size, device).summary() if len(val) else None,
+            "val": evaluate(model, val, options.batch_size, device, options.shift_search).summary() if len(val) else None,
         }
         entry["seconds"] = time.monotonic() - began
         history.append(entry)
