@@ -344,13 +344,14 @@ def training_stages(spec: str) -> list[dict]:
 def _recipe_template(name: str, voxel_size: float) -> np.ndarray:
     """A training structure as a model record names it: a spec gumalign.simulate reads, or a built-in's bare name
     (`gumalign train` records the structure's name, e.g. 'proteasome' for builtin:proteasome)."""
-    from gumalign.simulate.structures import load_structure
     from gumalign.simulate.templates import list_builtin_templates
+    from gumalign.train.data import load_templates
 
     spec = str(name)
     if not Path(spec).exists() and spec in {t.name for t in list_builtin_templates()}:
         spec = "builtin:" + spec
-    return np.asarray(load_structure(spec, voxel_size=voxel_size, resolution=voxel_size).density, dtype=np.float32)
+    # load_templates: files at the voxel size's resolution, built-ins at their own (as `gumalign train` loads them)
+    return next(iter(load_templates([spec], 32, voxel_size).values()))
 
 
 def train_ablation(name: str, gumnet: Method, folder: Path, args) -> None:
@@ -378,11 +379,13 @@ def train_ablation(name: str, gumnet: Method, folder: Path, args) -> None:
             templates, [float(s) for s in data["snrs"]], int(data["n_pairs"]), int(data["seed"]),
             tilt_range_b=tuple(data.get("tilt_range_b", (-60.0, 60.0))),
             max_shift=float(data.get("max_shift_per_subtomogram", 7.0)), voxel_size=voxel_size,
+            max_angle=data.get("max_relative_angle"),
         )
         n_val, n_train = int(stage.get("pairs_val", 0)), int(stage.get("pairs_train", len(pairs)))
         train_set, val_set = pairs.split(n_val / max(1, n_val + n_train), int(stage["seed"]))
         options = TrainOptions(epochs=int(stage["epochs"]), batch_size=int(stage["batch_size"]), lr=float(stage["lr"]),
-                               decay=float(stage["decay"]), seed=int(stage["seed"]))
+                               decay=float(stage["decay"]), seed=int(stage["seed"]),
+                               shift_search=bool(stage.get("shift_search", False)))
         stage_dir = folder / f"stage{index}"
         resume = (stage_dir / CHECKPOINT_DIR / "state.json").is_file()
         _log(f"training {config.arch}: stage {index}/{len(stages)}, {len(train_set)} pairs, {options.epochs} epochs"

@@ -269,6 +269,32 @@ def test_unknown_builtin_lists_the_available_ones(tmp_path):
     _fails(["--structure", "builtin:ribosomez", "--out", str(tmp_path / "o")], "ribosomez", "proteasome", "spliceosome")
 
 
+def test_builtin_at_another_voxel_size_is_the_same_structure_magnified():
+    """builtin:NAME at 9 Å voxels: the 12 Å map resampled about the box centre, so sizes in voxels scale by 12/9 and
+    the centre of mass stays put (independent check: moments of the two maps); a voxel size at which the structure
+    cannot fit fails loudly."""
+    from gumalign.errors import GumalignError
+    from gumalign.simulate.structures import load_structure
+
+    def moments(density):
+        d = np.clip(density, 0, None).astype(np.float64)
+        grid = np.indices(d.shape).reshape(3, -1) - d.shape[0] // 2
+        w = d.ravel() / d.sum()
+        centre = grid @ w
+        return centre, np.sqrt(((grid - centre[:, None]) ** 2).sum(axis=0) @ w)
+
+    own = load_structure("builtin:clpb", voxel_size=12.0).density
+    finer = load_structure("builtin:clpb", voxel_size=9.0)
+    assert finer.voxel_size == 9.0 and finer.density.shape == (32, 32, 32)
+    (c12, rg12), (c9, rg9) = moments(own), moments(finer.density)
+    assert rg9 / rg12 == pytest.approx(12 / 9, rel=0.03)
+    np.testing.assert_allclose(c9, c12 * 12 / 9, atol=0.2)
+    with pytest.raises(GumalignError, match="spliceosome.*does not fit"):
+        load_structure("builtin:spliceosome", voxel_size=9.0)
+    with pytest.raises(GumalignError, match="atomic model"):  # a finer resolution than the shipped maps' 12 Å
+        load_structure("builtin:clpb", voxel_size=9.0, resolution=9.0)
+
+
 def test_list_structures():
     result = runner.invoke(app, ["simulate", "--list-structures"])
     assert result.exit_code == 0, result.output

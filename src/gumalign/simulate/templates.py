@@ -77,8 +77,11 @@ def load_builtin_template(
     """A built-in template as a :class:`Structure`, after checking its sha256.
 
     Raises:
-        GumalignError: unknown name, settings other than the templates' own (box, voxel size, resolution, weighting),
-            or a file that does not match its recorded sha256.
+        GumalignError: unknown name, settings other than the templates' own (box, resolution, weighting), a voxel
+            size at which the structure does not fit the box, or a file that does not match its recorded sha256.
+
+    Another voxel size (at the templates' own resolution and box) resamples the shipped map with
+    gumalign.simulate.density.density_from_map: e.g. 9 Å voxels make the structures fill more of the box.
     """
     from gumalign.io.mrc import read_volume
 
@@ -86,7 +89,9 @@ def load_builtin_template(
     record = template_record()
     wanted = (int(box), float(voxel_size), float(resolution), weighting)
     own = (int(record["box"]), float(record["voxel_size"]), float(record["resolution"]), record["weighting"])
-    if wanted != own:
+    # Another voxel size at the template's own resolution is a resampling of the shipped map (it must still fit).
+    resample = wanted[0] == own[0] and wanted[2:] == own[2:] and wanted[1] != own[1]
+    if wanted != own and not resample:
         raise GumalignError(
             f"builtin:{template.name} is {own[0]}³ at {own[1]:g} Å per voxel, {own[2]:g} Å resolution, "
             f"{own[3]}-weighted; for --box {box} --voxel-size {voxel_size:g} --resolution {resolution:g} "
@@ -99,6 +104,15 @@ def load_builtin_template(
             raise GumalignError(
                 f"built-in template file {template.file} is corrupted (sha256 mismatch); reinstall gumalign"
             )
+        if resample:
+            from gumalign.simulate.density import density_from_map
+
+            try:
+                resampled = density_from_map(path, box=box, voxel_size=voxel_size)
+            except GumalignError as exc:
+                raise GumalignError(f"builtin:{template.name}: {str(exc).split(': ', 1)[-1]}") from None
+            return Structure(template.name, resampled.density, float(voxel_size), BUILTIN_PREFIX + template.name,
+                             template.radius_voxels * own[1] / float(voxel_size))
         volume = read_volume(path)
     density = volume.data.astype(np.float32)
     return Structure(template.name, density, float(volume.voxel_size), BUILTIN_PREFIX + template.name,

@@ -373,18 +373,24 @@ def simulated_pairs(
 
 def load_templates(structures: list[str], box: int, voxel_size: float, resolution: float | None = None) -> dict[str, np.ndarray]:
     """{name: (box³) float32 density} for each structure spec that gumalign.simulate reads: 'builtin:NAME', a density
-    map (MRC) or an atomic model (PDB/mmCIF), at ``voxel_size`` Å and ``resolution`` Å (default: the voxel size).
+    map (MRC) or an atomic model (PDB/mmCIF), at ``voxel_size`` Å and ``resolution`` Å (default: the voxel size, or
+    for built-ins their own 12 Å).
 
     Raises:
         GumalignError: unknown built-in, missing or unreadable file, a structure that does not fit the box.
     """
     from gumalign.simulate.structures import load_structure
+    from gumalign.simulate.templates import BUILTIN_PREFIX, template_record
 
     templates: dict[str, np.ndarray] = {}
     for spec in structures:
-        structure = load_structure(
-            spec, box=box, voxel_size=voxel_size, resolution=resolution if resolution is not None else voxel_size
-        )
+        if resolution is not None:
+            res = resolution
+        elif spec.lower().startswith(BUILTIN_PREFIX):  # built-ins exist at their own resolution only
+            res = float(template_record()["resolution"])
+        else:
+            res = voxel_size
+        structure = load_structure(spec, box=box, voxel_size=voxel_size, resolution=res)
         name = structure.name if structure.name not in templates else spec
         templates[name] = np.asarray(structure.density, dtype=np.float32)
     return templates
