@@ -75,3 +75,26 @@ def refine_alignment(
         shifts=shifts.double().cpu().numpy(),
         scores=best_score.double().cpu().numpy(),
     )
+
+
+class RefiningAligner:
+    """Any aligner followed by :func:`refine_alignment`: what ``--refine`` means wherever a method is named
+    (`align`, `average --iterations`, `cluster`). Scores can only rise over the wrapped method's.
+
+    Args:
+        base: an object with the gumalign.align.base.Aligner ``align`` method.
+        device: where the refinement runs (the particles are moved there).
+        max_shift: longest shift (voxels) the refinement may reach (None: half the box).
+    """
+
+    def __init__(self, base, device="cpu", max_shift: float | None = None):
+        self.base = base
+        self.device = torch.device(device)
+        self.max_shift = max_shift
+        self.name = f"{getattr(base, 'name', 'aligner')}+refine"
+
+    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+        start = self.base.align(references, reference_weights, particles, particle_weights)
+        volumes = as_tensor(particles, self.device)
+        return refine_alignment(references, reference_weights, volumes, particle_weights, start, max_shift=self.max_shift)
+

@@ -17,11 +17,18 @@ METHODS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def get_aligner(name: str, **options):
+def get_aligner(name: str, refine: bool = False, **options):
     """An aligner instance for ``name`` ('gumnet', 'ht', 'fa') built with ``options``.
 
     Options a method does not take are dropped, so callers can pass the common set (device, max_shift, ...).
+    ``refine``: wrap it in gumalign.align.refine.RefiningAligner (the method, then a local search).
     """
+    if refine:
+        from gumalign.align.refine import RefiningAligner
+
+        return RefiningAligner(
+            get_aligner(name, **options), device=options.get("device", "cpu"), max_shift=options.get("max_shift")
+        )
     if name not in METHODS:
         raise GumalignError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     module_name, class_name, _ = METHODS[name]

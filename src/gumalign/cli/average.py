@@ -58,6 +58,9 @@ def command(
         int, typer.Option(help="Reference-free realign-and-average rounds (0: average only).", min=0)
     ] = 0,
     method: Annotated[str, typer.Option(help="Aligner for --iterations: gumnet, ht or fa.")] = "gumnet",
+    refine: Annotated[
+        bool, typer.Option("--refine", help="Follow the method with a local search that can only raise scores.")
+    ] = False,
     ref: Annotated[
         Optional[Path], typer.Option(help="Starting reference for --iterations (default: the average).")
     ] = None,
@@ -121,7 +124,7 @@ def command(
 
     from gumalign.align.registry import get_aligner
 
-    aligner = get_aligner(method, **aligner_options(torch_device, max_shift, seed))
+    aligner = get_aligner(method, refine=refine, **aligner_options(torch_device, max_shift, seed))
     initial = None
     if ref is not None:
         reference = read_volume(ref)

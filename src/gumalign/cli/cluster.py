@@ -30,6 +30,9 @@ def command(
         "classes.star"
     ),
     method: Annotated[str, typer.Option(help="Aligner: gumnet, ht or fa.")] = "gumnet",
+    refine: Annotated[
+        bool, typer.Option("--refine", help="Follow the method with a local search that can only raise scores.")
+    ] = False,
     ref_based: Annotated[
         bool, typer.Option("--ref-based", help="Align to K class references (N·K alignments) instead of all pairs.")
     ] = False,
@@ -68,9 +71,9 @@ def command(
     voxel_size = common_pixel_size(table, pixel_size)
     torch_device = resolve_device(device)
     stack = StarStack(table, tuple(tilt_range) if tilt_range is not None else None)
-    aligner = get_aligner(method, **aligner_options(torch_device, max_shift, seed))
+    aligner = get_aligner(method, refine=refine, **aligner_options(torch_device, max_shift, seed))
     info(
-        f"{particles}: {len(table)} particles, box {stack.box}, weights from {stack.weight_source}; method {method}",
+        f"{particles}: {len(table)} particles, box {stack.box}, weights from {stack.weight_source}; method {method}{'+refine' if refine else ''}",
         quiet,
     )
     progress = functools.partial(progress_bar, quiet=quiet)
