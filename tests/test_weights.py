@@ -11,7 +11,7 @@ import gumalign.weights as registry
 from gumalign.cli.main import app
 from gumalign.errors import GumalignError
 from gumalign.fourier import wedge_mask
-from gumalign.geometry import transform_volumes
+from gumalign.geometry import rotation_error, transform_volumes
 from gumalign.models import build_model
 from gumalign.models.transformer import params_to_rigid
 from tests.conftest import smooth_blob
@@ -105,7 +105,7 @@ def test_aligner_reports_the_networks_transform_in_relion_convention(trained_dir
     them reproduces the particle (constrained correlation ≈ 1): the convention holds end to end."""
     from gumalign.align.gumnet import GumNetAligner
 
-    aligner = GumNetAligner(model=str(trained_dir), device="cpu", batch_size=2)
+    aligner = GumNetAligner(model=str(trained_dir), device="cpu", batch_size=2, polish=0)
     params = torch.tensor([[0.6, 0.3, 0.7, 0.55, 0.45, 0.52], [0.2, 0.8, 0.4, 0.5, 0.6, 0.45],
                            [0.5, 0.5, 0.9, 0.4, 0.5, 0.5]])
     calls = {"match": 0, "features_a": 0}
@@ -197,6 +197,47 @@ def test_aligner_takes_a_candidates_shift_from_the_fft_search_when_the_network_m
     result = aligner.align(reference[None], ones, particle, wedge)
     np.testing.assert_allclose(result.shifts, true_shift.numpy(), atol=0.25)
     assert result.scores[0] > 0.97
+
+
+def test_polish_pass_composes_the_residual_with_the_current_rotation(trained_dir, monkeypatch):
+    """First pass: the network says R1 (20° off the truth). Polish pass: it says the residual truth·R1ᵀ. The result
+    must be the truth with the true shift (composition order residual·R1, re-centring by the found shift), and
+    the polish pass must see the particle moved back by the shift found in the first pass."""
+    from scipy.spatial.transform import Rotation
+
+    from gumalign.align.gumnet import GumNetAligner
+
+    aligner = GumNetAligner(model=str(trained_dir), device="cpu", starts="none", polish=1)
+    truth = Rotation.from_euler("zyz", [40, 70, -30], degrees=True).as_matrix()
+    r1 = Rotation.from_rotvec(np.deg2rad(20) * np.array([0.0, 0.6, 0.8])).as_matrix() @ truth
+    true_shift = np.array([[2.0, -1.0, 1.5]])
+    # The test model is ZYZ: parameters for R1 and for the residual, zero shift (p = 0.5).
+    def zyz_params(matrix):
+        phi, theta, psi = Rotation.from_matrix(matrix).as_euler("ZYZ")  # R = Rz(φ)·Ry(θ)·Rz(ψ)
+        return torch.tensor([[(phi + np.pi) / (2 * np.pi), (theta + np.pi) / (2 * np.pi),
+                              (psi + np.pi) / (2 * np.pi), 0.5, 0.5, 0.5]], dtype=torch.float32)
+
+    outputs = [zyz_params(r1), zyz_params(truth @ r1.T)]
+    seen = []
+    original_features = aligner.model.features
+
+    def recording_features(volumes, stream):
+        seen.append((stream, volumes.clone()))
+        return original_features(volumes, stream)
+
+    monkeypatch.setattr(aligner.model, "match", lambda f_a, f_b: outputs.pop(0))
+    monkeypatch.setattr(aligner.model, "features", recording_features)
+    reference = smooth_blob(seed=8)
+    particle = transform_volumes(torch.from_numpy(reference)[None].double(), torch.from_numpy(truth)[None],
+                                 torch.from_numpy(true_shift)).float().numpy()
+    ones = np.ones((1, 32, 32, 32), np.float32)
+    result = aligner.align(reference[None], ones, particle, ones)
+    assert not outputs  # both passes ran
+    assert rotation_error(truth[None], result.rotations)[0] < 0.02
+    np.testing.assert_allclose(result.shifts, true_shift, atol=0.25)
+    centred_b = [v for stream, v in seen if stream == "b"][-1][0].numpy()
+    expected = transform_volumes(torch.from_numpy(reference).double(), torch.from_numpy(truth)[None]).float().numpy()[0]
+    assert np.corrcoef(centred_b.ravel(), expected.ravel())[0, 1] > 0.95  # 0.36 if not re-centred
 
 
 def test_auto_starts_follow_the_training_record(trained_dir):

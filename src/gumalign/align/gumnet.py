@@ -43,6 +43,10 @@ class GumNetAligner:
         batch_size: particles per forward pass.
         max_shift: longest shift (voxels) to report; longer estimated shifts are scaled back onto this radius.
             None: as the network estimates (at most half the box per axis).
+        starts: 'auto', 'icosahedral' or 'none' (see :meth:`_start_rotations`).
+        polish: extra passes after the best start: the particle is re-centred by the shift found so far and the
+            network estimates the residual rotation from the current one, which puts it back in its training regime
+            (relative rotations near the identity, small shifts); kept only where the score rises.
     """
 
     name = "gumnet"
@@ -50,6 +54,7 @@ class GumNetAligner:
     def __init__(
         self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 32, max_shift=None,
         starts: str = "auto",
+        polish: int = 1,
     ):
         from gumalign.devices import resolve_device
 
@@ -67,6 +72,9 @@ class GumNetAligner:
         self.batch_size = int(batch_size)
         self.max_shift = None if max_shift is None else float(max_shift)
         self.starts = self._start_rotations(starts)
+        if polish < 0:
+            raise GumalignError(f"polish passes must be 0 or more, got {polish}")
+        self.polish = int(polish)
         self._cache_key: bytes | None = None
         self._cache_features = None
 
@@ -172,6 +180,33 @@ class GumNetAligner:
                 best_score = torch.where(better, score, best_score)
         return best_rot, best_shift, best_score
 
+    def _polish(self, refs, ref_w, parts, part_w, rot, shift, score):
+        """One more network pass per particle from its current (rot, shift): the reference turned by ``rot`` against
+        the particle moved back by ``shift``; the residual composes with ``rot`` and the FFT search finds the shift.
+
+        Returns the updated (rotations (B, 3, 3), shifts (B, 3), scores (B,)), changed only where the score rose.
+        """
+        import torch
+
+        from gumalign.align.scoring import translation_search
+        from gumalign.geometry import transform_volumes
+
+        count = len(parts)
+        eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand(count, 3, 3)
+        centred = transform_volumes(parts, eye, -shift)
+        turned = transform_volumes(refs.expand(count, *refs.shape[1:]), rot)
+        f_a = self.model.features(_zscore_torch(turned), "a")
+        f_b = self.model.features(_zscore_torch(centred), "b")
+        residual, _ = self.model.rigid(self.model.match(f_a, f_b))
+        cand_rot = residual @ rot
+        cand_shift, cand_score = translation_search(refs, ref_w, parts, part_w, cand_rot, self.max_shift)
+        better = cand_score > score
+        return (
+            torch.where(better[:, None, None], cand_rot, rot),
+            torch.where(better[:, None], cand_shift, shift),
+            torch.where(better, cand_score, score),
+        )
+
     def _clamp_shifts(self, shifts):
         """Shifts longer than max_shift scaled back onto that radius (direction kept)."""
         if self.max_shift is None:
@@ -207,6 +242,8 @@ class GumNetAligner:
                 ref_w = reference_weights if len(reference_weights) == 1 else reference_weights[start:stop]
                 part_w = particle_weights if len(particle_weights) == 1 else particle_weights[start:stop]
                 rot, shift, score = self._best_start(f_starts, f_b, refs, ref_w, parts, part_w)
+                for _ in range(self.polish):
+                    rot, shift, score = self._polish(refs, ref_w, parts, part_w, rot, shift, score)
                 rotations.append(rot.double().cpu().numpy())
                 shifts.append(shift.double().cpu().numpy())
                 scores.append(score.double().cpu().numpy())
