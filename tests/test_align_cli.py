@@ -61,6 +61,16 @@ def test_known_angles_and_shifts_come_back(dataset, method):
     assert np.all(table.numeric("gumAlignScore") > 0.9)
 
 
+def test_gumnet_with_refine_writes_known_angles_and_shifts(dataset):
+    """The shipped Gum-Net (60 starts, FFT shift per candidate) then --refine: the known triples and shifts."""
+    result, out = run_align(dataset, "--method", "gumnet", "--refine")
+    assert result.exit_code == 0, result.output
+    table = read_star(out)
+    assert rotation_error(euler_to_matrix(ANGLES), table.matrices()).max() < 0.1
+    np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
+    assert table.particles["gumAlignMethod"].tolist() == ["gumnet+refine"] * 3
+
+
 def test_resume_after_interruption_matches_a_straight_run(dataset):
     from gumalign.align.pipeline import AlignOptions, align_table, partial_path
     from gumalign.io.mrc import read_volume

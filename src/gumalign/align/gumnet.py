@@ -11,6 +11,8 @@ the shipped recipe) is run against the reference pre-rotated by each of the 60 r
 whose 44.3° covering radius leaves every orientation within the model's range of one start S. The network estimates
 the residual rotation R of each start; the candidate rotation is R·S, its shift the better (by constrained
 correlation) of the network's and the FFT translation search's for that rotation, and the best candidate wins.
+A polish pass then re-centres each particle by its shift and runs the network once more from the winning rotation,
+where it is in its training regime (near-identity residual, small shift); its answer is kept where it scores higher.
 This is our deviation from the seed's single pass: a compact network trained on a CPU budget cannot learn all of
 SO(3), but it learns a 50° neighbourhood well, and 60 cheap matching passes (the particle's features are computed
 once) cover the rest.
