@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-shift", type=float, default=2.5, help="shift per axis of each subtomogram, voxels")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--polish", type=int, default=1, help="polish passes of the aligner (its default: 1)")
     args = parser.parse_args(argv)
 
     import torch
@@ -53,12 +54,14 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     templates = load_templates(args.structures.split(","), 32, args.voxel_size)
-    aligner = GumNetAligner(args.model, device=args.device, batch_size=16)
+    aligner = GumNetAligner(args.model, device=args.device, batch_size=16, polish=args.polish)
     snrs = [float(s) for s in args.snrs.split(",")]
     summary: dict = {
         "model": str(args.model), "structures": list(templates), "pairs_per_structure": args.pairs,
         "voxel_size": args.voxel_size, "max_shift_per_subtomogram": args.max_shift, "relative_rotation": "uniform",
-        "aligner": "GumNetAligner (60 icosahedral starts, FFT shift per candidate), no --refine", "per_snr": {},
+        "aligner": f"GumNetAligner (60 icosahedral starts, FFT shift per candidate, {args.polish} polish pass(es)), "
+                   "no --refine",
+        "per_snr": {},
     }
     began = time.monotonic()
     for si, snr in enumerate(snrs):

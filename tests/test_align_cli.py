@@ -61,12 +61,19 @@ def test_known_angles_and_shifts_come_back(dataset, method):
     assert np.all(table.numeric("gumAlignScore") > 0.9)
 
 
-def test_gumnet_with_refine_writes_known_angles_and_shifts(dataset):
-    """The shipped Gum-Net (60 starts, FFT shift per candidate) then --refine: the known triples and shifts."""
+def test_gumnet_writes_known_angles_and_shifts(dataset):
+    """The shipped Gum-Net (60 starts, FFT shift per candidate, a polish pass) alone lands within about 20° (0.35) of
+    the known triples with the right shifts; with --refine it writes the triples themselves (< 0.1, as ht and fa)."""
+    truth = euler_to_matrix(ANGLES)
+    result, out = run_align(dataset, "--method", "gumnet")
+    assert result.exit_code == 0, result.output
+    table = read_star(out)
+    assert rotation_error(truth, table.matrices()).max() < 0.35
+    np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
     result, out = run_align(dataset, "--method", "gumnet", "--refine")
     assert result.exit_code == 0, result.output
     table = read_star(out)
-    assert rotation_error(euler_to_matrix(ANGLES), table.matrices()).max() < 0.1
+    assert rotation_error(truth, table.matrices()).max() < 0.1
     np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
     assert table.particles["gumAlignMethod"].tolist() == ["gumnet+refine"] * 3
 
