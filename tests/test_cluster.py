@@ -1,7 +1,8 @@
 """Pairwise scoring, complete-linkage clustering, reference-based clustering and `gumalign cluster`.
 
-The issue's accuracy check with the shipped Gum-Net (+refine) on proteasome vs spliceosome waits for the shipped model;
-here the clustering logic runs with a stand-in aligner (exhaustive search over a finite rotation group).
+The issue's accuracy check with the shipped Gum-Net (+refine) on proteasome vs spliceosome is not met yet (see
+bench/bench_cluster.py and docs/benchmarks.md); here the clustering logic runs with a stand-in aligner (exhaustive
+search over a finite rotation group).
 """
 
 import numpy as np
