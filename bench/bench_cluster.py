@@ -6,7 +6,8 @@
 Simulates ``--per-class`` particles of each of two built-in structures (default proteasome and spliceosome) at
 ``--snr`` with a 30° wedge (`gumalign simulate`), clusters them with `gumalign cluster --k 2` (class references by
 default, all pairs with ``--pairwise``) and prints the accuracy (the better of the two label matchings) and the wall
-time. The seed's real-data figure is 92%. The CI test (tests/test_cluster.py) runs a smaller version of this.
+time. The seed's real-data figure is 92%. Not in CI: with the shipped model it takes most of an hour (see
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class GumNetAligner:
         """
         import torch
 
-        from gumalign.align.scoring import constrained_correlation, translation_search
+        from gumalign.align.scoring import search_or_keep
 
         count = f_b.shape[0]
         per_call = max(1, 64 // count)  # starts per matching call: bigger GEMMs, bounded memory
@@ -160,15 +160,13 @@ class GumNetAligner:
                 x = torch.as_tensor(x)
                 return x if len(x) == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
 
-            volumes = (tile(refs), tile(ref_w), tile(parts), tile(part_w), cand_rot)
             # The network's rotation with the FFT's best shift for it (a few voxels of translation error would
             # otherwise sink a right rotation); the network's own shift is kept where it scores higher.
-            cand_shift, cand_score = translation_search(*volumes, self.max_shift)
-            net_shift = self._clamp_shifts(net_shift)
-            net_score = constrained_correlation(*volumes, net_shift)
-            use_net = net_score > cand_score
-            cand_shift = torch.where(use_net[:, None], net_shift, cand_shift)
-            cand_score = torch.where(use_net, net_score, cand_score).reshape(k, count)
+            cand_shift, cand_score = search_or_keep(
+                tile(refs), tile(ref_w), tile(parts), tile(part_w), cand_rot, self._clamp_shifts(net_shift),
+                self.max_shift,
+            )
+            cand_score = cand_score.reshape(k, count)
             cand_rot, cand_shift = cand_rot.reshape(k, count, 3, 3), cand_shift.reshape(k, count, 3)
             top = cand_score.argmax(dim=0)
             idx = torch.arange(count, device=top.device)

@@ -120,6 +120,11 @@ def constrained_correlation(
         (B,) float32 tensor of correlations in [-1, 1].
     """
     spec_p, spec_r, mult = _prepare(references, reference_weights, particles, particle_weights, rotations, max_frequency)
+    return _score_at(spec_p, spec_r, mult, shifts)
+
+
+def _score_at(spec_p, spec_r, mult, shifts) -> torch.Tensor:
+    """Constrained correlation of prepared spectra (see :func:`_prepare`) at the given shifts (B, 3) voxels."""
     sh = as_tensor(shifts, spec_p.device).reshape(-1, 3)
     spec_r = spec_r * _rfft_shift_phase(tuple(spec_p.shape[-3:-1]) + (2 * (spec_p.shape[-1] - 1),), sh)
     return torch.sum(mult * (spec_p * spec_r.conj()).real, dim=(-3, -2, -1))
@@ -150,6 +155,24 @@ def translation_search(
         ``max_shift``.
     """
     spec_p, spec_r, mult = _prepare(references, reference_weights, particles, particle_weights, rotations, max_frequency)
+    return _search_prepared(spec_p, spec_r, mult, max_shift)
+
+
+def search_or_keep(
+    references, reference_weights, particles, particle_weights, rotations, shifts, max_shift: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each particle the better (by constrained correlation) of the FFT search's best shift and the given
+    ``shifts`` (B, 3), with one rotation and one set of FFTs for both. Returns (shifts (B, 3), scores (B,))."""
+    spec_p, spec_r, mult = _prepare(references, reference_weights, particles, particle_weights, rotations, None)
+    found, found_score = _search_prepared(spec_p, spec_r, mult, max_shift)
+    given = as_tensor(shifts, spec_p.device).reshape(-1, 3)
+    given_score = _score_at(spec_p, spec_r, mult, given)
+    keep = given_score > found_score
+    return torch.where(keep[:, None], given, found), torch.where(keep, given_score, found_score)
+
+
+def _search_prepared(spec_p, spec_r, mult, max_shift) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`translation_search` on prepared spectra (see :func:`_prepare`)."""
     d, h = spec_p.shape[-3:-1]
     w = 2 * (spec_p.shape[-1] - 1)
     n_vox = d * h * w
