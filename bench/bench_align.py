@@ -34,27 +34,40 @@ def make_particles(n: int, snr: float, seed: int):
     return template, rotations, shifts, particles
 
 
-def time_method(name, refine, template, particles, rotations, shifts, batch_size):
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_method(name, refine, template, particles, rotations, shifts, batch_size, device="cpu"):
     import torch
 
     from gumalign.align.refine import refine_alignment
     from gumalign.align.registry import get_aligner
+    from gumalign.devices import resolve_device
     from gumalign.fourier import wedge_mask
     from gumalign.geometry import rotation_error, translation_error
 
     n = len(particles)
     wedge = wedge_mask(template.shape, (-60, 60), "centred")[None]
     ones = np.ones((1,) + template.shape, np.float32)
-    aligner = get_aligner(name, device="cpu", batch_size=batch_size)
-    aligner.align(template[None], ones, particles[:1], wedge)  # warm-up (caches, model load)
+    device = resolve_device(device)
+    aligner = get_aligner(name, device=device, batch_size=batch_size)
+    first = aligner.align(template[None], ones, particles[:1], wedge)  # warm-up (caches, model load, kernels)
+    if refine:
+        refine_alignment(template[None], ones, torch.as_tensor(particles[:1], device=device), wedge, first)
+    _sync(device)
     start = time.perf_counter()
     results = []
     for i in range(0, n, batch_size):
         batch = particles[i : i + batch_size]
         result = aligner.align(template[None], ones, batch, wedge)
         if refine:
-            result = refine_alignment(template[None], ones, torch.from_numpy(batch), wedge, result)
+            result = refine_alignment(template[None], ones, torch.as_tensor(batch, device=device), wedge, result)
         results.append(result)
+    _sync(device)
     seconds = (time.perf_counter() - start) / n
     from gumalign.align.base import AlignmentResult
 
@@ -103,6 +116,7 @@ def main() -> None:
     parser.add_argument("--memory-method", default=None, help="method for the memory run (default: gumnet if timed)")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (timing only; the memory run uses the CPU)")
     args = parser.parse_args()
 
     import torch
@@ -124,14 +138,21 @@ def time_methods(args, names) -> None:
     import torch
 
     template, rotations, shifts, particles = make_particles(args.n, args.snr, seed=1)
-    print(f"# bench_align: {args.n} particles of 32³ at SNR {args.snr}, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}\n")
+    from gumalign.devices import resolve_device
+
+    device = resolve_device(args.device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{args.threads} threads, {platform.processor() or platform.machine()}")
+    print(f"# bench_align: {args.n} particles of 32³ at SNR {args.snr}, batch {args.batch_size}, {where}, "
+          f"torch {torch.__version__}\n")
     print("| method | refine | s / particle | mean rotation error | mean translation error (voxels) |")
     print("|---|---|---|---|---|")
     timings = {}
     for name in args.methods.split(","):
         for refine in (False, True):
-            seconds, rot, trans = time_method(name, refine, template, particles, rotations, shifts, args.batch_size)
+            seconds, rot, trans = time_method(
+                name, refine, template, particles, rotations, shifts, args.batch_size, device
+            )
             timings[(name, refine)] = seconds
             print(f"| {name} | {'yes' if refine else 'no'} | {seconds:.4f} | {rot:.2f} | {trans:.2f} |", flush=True)
     if "gumnet" in names:

@@ -36,6 +36,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -379,7 +380,7 @@ def train_ablation(name: str, gumnet: Method, folder: Path, args) -> None:
             templates, [float(s) for s in data["snrs"]], int(data["n_pairs"]), int(data["seed"]),
             tilt_range_b=tuple(data.get("tilt_range_b", (-60.0, 60.0))),
             max_shift=float(data.get("max_shift_per_subtomogram", 7.0)), voxel_size=voxel_size,
-            max_angle=data.get("max_relative_angle"),
+            max_angle=data.get("max_relative_angle"), jobs=len(os.sched_getaffinity(0)),
         )
         n_val, n_train = int(stage.get("pairs_val", 0)), int(stage.get("pairs_train", len(pairs)))
         train_set, val_set = pairs.split(n_val / max(1, n_val + n_train), int(stage["seed"]))
@@ -415,6 +416,51 @@ def simulate_cell(template: np.ndarray, n: int, snr: float, seed: int, structure
     from gumalign.simulate.imaging import simulate_pairs
 
     return simulate_pairs(template, n, snr=snr, rng=pair_generator(seed, structure, snr))
+
+
+# --- cell cache ---------------------------------------------------------------------------------------------------
+# With --cells DIR every (structure, SNR, method) result is written to DIR as soon as it is known, and a later run with
+# the same settings reads it back instead of aligning again: an interrupted run resumes, and several processes (one
+# per structure, say, sharing one GPU) can fill one DIR that a last run renders into the report.
+
+
+def cell_fingerprint(method: "Method", args) -> dict:
+    """Everything a cached cell's numbers depend on: the test pairs (n, seed, shift range), the refine schedule and,
+    for the Gum-Net family, the model's sha256."""
+    from gumalign.weights import model_record
+
+    fingerprint = {"method": method.key, "n": args.n, "seed": args.seed, "max_shift": args.max_shift,
+                   "refine": not args.no_refine, "quick": args.quick}
+    if method.model is not None:
+        fingerprint["model_sha256"] = model_record(method.model).get("sha256")
+    return fingerprint
+
+
+def cell_path(folder: Path, structure: str, snr: float, method: str) -> Path:
+    return folder / f"{structure}_snr{snr:g}_{method}.json"
+
+
+def read_cell(folder: Path | None, structure: str, snr: float, method: "Method", fingerprint: dict) -> dict | None:
+    """A cached cell ({'records', 'seconds', 'device'}) with this fingerprint, or None."""
+    if folder is None:
+        return None
+    path = cell_path(folder, structure, snr, method.key)
+    if not path.is_file():
+        return None
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cell if cell.get("fingerprint") == fingerprint else None
+
+
+def write_cell(folder: Path, structure: str, snr: float, method: "Method", fingerprint: dict, records: list[dict],
+               seconds: dict[str, float], device: str) -> None:
+    from gumalign.io.atomic import write_text_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cell = {"fingerprint": fingerprint, "device": device, "seconds": seconds, "records": records}
+    write_text_atomic(cell_path(folder, structure, snr, method.key), json.dumps(cell))
 
 
 # --- alignment ------------------------------------------------------------------------------------------------------
@@ -513,8 +559,9 @@ def _repeat(call, min_seconds: float, device) -> tuple[int, float]:
     return reps, time.perf_counter() - began
 
 
-def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: float) -> list[dict]:
-    """Pairs per second of Gum-Net inference at each batch size, on the CPU and (when present) on CUDA.
+def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: float,
+                      devices: list[str] = ("cpu", "cuda")) -> list[dict]:
+    """Pairs per second of Gum-Net inference at each batch size on each of ``devices`` ('cuda' only when present).
 
     'network' is the forward pass alone (both feature streams and the matching head, z-scored inputs already on the
     device); 'aligner' is GumNetAligner.align end to end (host arrays in, z-scoring, network, transform, constrained
@@ -524,7 +571,7 @@ def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: fl
 
     from gumalign.align.registry import get_aligner
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     rows = []
     for device in devices:
         name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
@@ -675,6 +722,8 @@ def render_markdown(ctx: dict) -> str:
         f"({ctx['n'] * len(structures)} per SNR over all structures); --seed {ctx['seed']}.",
         "",
         f"- Command: `{prov['command']}`",
+        *([f"- Re-rendered (same numbers, throughput rows merged) by: `{ctx['rendered_from']}`"]
+          if ctx.get("rendered_from") else []),
         f"- Commit: {prov['commit']}",
         f"- Machine: {prov['cpu']}, {prov['cores']} cores, torch threads {prov['torch_threads']}, alignment device "
         f"`{ctx['device']}`" + (f", GPU {prov['gpu']}" if prov.get("gpu") else ", no GPU"),
@@ -772,13 +821,18 @@ def render_markdown(ctx: dict) -> str:
               "rows include the method's own time. The Gum-Net family runs in batches of up to "
               f"{ctx['batch_size']} pairs (one cell's pairs at a time), H-T and F&A in their default batches.", "",
               "| Method | s / pair | × Gum-Net |", "|---|---|---|"]
+    if ctx.get("cached_cells"):
+        lines += ["", f"{ctx['cached_cells']} of the (structure, SNR, method) cells were read from "
+                      f"`{ctx['cells_dir']}`: their seconds are those measured when they were computed (possibly by "
+                      "several processes sharing the device, which slows each), so compare speeds within this table "
+                      "only and take absolute speed from bench/bench_align.py and the throughput section."]
     timing = ctx["timing"]
     reference = timing.get("gumnet")
     for key in keys:
         ratio = f"{timing[key] / reference:.1f}" if reference else "–"
         lines.append(f"| {row_label(key, ctx['method_map'])} | {timing[key]:.4f} | {ratio} |")
     if reference:
-        parts = [f"{LABELS[k]} {timing[k] / reference:.0f}×" for k in CLASSICAL if k in timing]
+        parts = [f"{LABELS[k]} {timing[k] / reference:.2g}×" for k in CLASSICAL if k in timing]
         if parts:
             lines += ["", "Seconds per pair relative to Gum-Net (same run, same device): " + ", ".join(parts) + "."]
 
@@ -790,7 +844,9 @@ def render_markdown(ctx: dict) -> str:
     for row in ctx["throughput"]:
         lines.append(f"| {row['device']} | {row['batch_size']} | {row['network_pairs_per_s']:.1f} | "
                      f"{row['aligner_pairs_per_s']:.1f} |")
-    if not any("CPU" not in row["device"] for row in ctx["throughput"]):
+    if not ctx["throughput"]:
+        lines += ["", "Not measured in this run (--throughput-devices none)."]
+    elif not any("CPU" not in row["device"] for row in ctx["throughput"]):
         lines += ["", "No CUDA device in this run: GPU rows are absent."]
 
     if ctx.get("comparison") is not None:
@@ -845,6 +901,16 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda for the alignments")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--cells", default=None,
+                        help="folder caching each (structure, SNR, method) result: reruns resume, parallel runs share")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (--train-missing) or check the models of --methods, then stop without aligning")
+    parser.add_argument("--render-from", type=Path, default=None,
+                        help="re-render the report of an earlier run from its OUT.json (and OUT.csv); aligns nothing")
+    parser.add_argument("--add-throughput", type=Path, action="append", default=[],
+                        help="with --render-from: append the throughput rows of another run's OUT.json (repeatable)")
+    parser.add_argument("--throughput-devices", default="cpu,cuda",
+                        help="devices of the throughput section (cuda only when present), or 'none'")
     args = parser.parse_args(argv)
     if args.n is None:
         args.n = QUICK_N if args.quick else 100
@@ -911,6 +977,8 @@ def run(args) -> dict:
                 methods.append(gumnet)
             else:
                 methods.append(resolve_ablation(name, args, gumnet, workdir))
+        if args.train_only:
+            return {"trained_only": [m.key for m in methods if m.model is not None]}
         keys = row_keys(methods, refine)
         aligners = make_aligners(methods, args)
 
@@ -927,25 +995,55 @@ def run(args) -> dict:
                                  "symmetry_check": group.min_self_correlation}
 
         records, seconds = [], {k: 0.0 for k in keys}
+        cells_dir = Path(args.cells) if args.cells else None
+        fingerprints = {m.key: cell_fingerprint(m, args) for m in methods}
+        align_devices, warmed, cached_total = set(), set(), 0
         first_pairs = None
         total = len(structures) * len(snrs)
         for index, (s, snr) in enumerate(((s, snr) for s in structures for snr in snrs), start=1):
+            todo, cached = [], 0
+            for m in methods:
+                cell = read_cell(cells_dir, s, snr, m, fingerprints[m.key])
+                if cell is None:
+                    todo.append(m)
+                    continue
+                cached += 1
+                cached_total += 1
+                records += cell["records"]
+                align_devices.add(cell["device"])
+                for key, spent in cell["seconds"].items():
+                    seconds[key] += spent
+            if not todo:
+                _log(f"[{index}/{total}] {s} SNR {snr:g}: every method read from {cells_dir}", args.quiet)
+                continue
             t0 = time.perf_counter()
             pairs = simulate_cell(templates[s], args.n, snr, args.seed, s)
             simulated = time.perf_counter() - t0
             first_pairs = first_pairs or pairs
+            align_devices.add(str(device))
             cell_seconds = {}
-            for key, result, spent in align_cell(pairs, aligners, methods, refine, args, warm_up=index == 1):
-                seconds[key] += spent
-                cell_seconds[key] = spent
-                records += pair_records(s, snr, key, pairs, result, operators[s])
+            for m in todo:
+                cell_records, spent_by_key = [], {}
+                for key, result, spent in align_cell(pairs, aligners, [m], refine, args, warm_up=m.key not in warmed):
+                    seconds[key] += spent
+                    cell_seconds[key] = spent_by_key[key] = spent
+                    cell_records += pair_records(s, snr, key, pairs, result, operators[s])
+                warmed.add(m.key)
+                records += cell_records
+                if cells_dir is not None:
+                    write_cell(cells_dir, s, snr, m, fingerprints[m.key], cell_records, spent_by_key, str(device))
             _log(f"[{index}/{total}] {s} SNR {snr:g}: {args.n} pairs simulated in {simulated:.1f} s; "
-                 + ", ".join(f"{k} {v:.1f} s" for k, v in cell_seconds.items()), args.quiet)
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in cell_seconds.items())
+                 + (f"; {cached} method(s) read from {cells_dir}" if cached else ""), args.quiet)
 
         throughput = []
-        if gumnet is not None:
-            _log(f"Gum-Net throughput at batch sizes {batch_sizes}", args.quiet)
-            throughput = gumnet_throughput(gumnet.model, first_pairs, batch_sizes, 0.3 if args.quick else 3.0)
+        throughput_devices = [d for d in _split(args.throughput_devices) if d != "none"]
+        if gumnet is not None and throughput_devices:
+            if first_pairs is None:
+                first_pairs = simulate_cell(templates[structures[0]], args.n, snrs[0], args.seed, structures[0])
+            _log(f"Gum-Net throughput at batch sizes {batch_sizes} on {', '.join(throughput_devices)}", args.quiet)
+            throughput = gumnet_throughput(gumnet.model, first_pairs, batch_sizes, 0.3 if args.quick else 3.0,
+                                           throughput_devices)
 
     metric_rot = "rotation_error_raw" if args.raw_errors else "rotation_error"
     metric_trans = "translation_error_raw" if args.raw_errors else "translation_error"
@@ -954,8 +1052,9 @@ def run(args) -> dict:
     ctx = {
         "quick": args.quick, "n": args.n, "seed": args.seed, "structures": structures, "snrs": snrs, "keys": keys,
         "methods": methods, "method_map": {m.key: m for m in methods}, "rot": rot, "trans": trans,
-        "raw_errors": args.raw_errors, "structure_info": structure_info, "provenance": prov, "device": str(device),
+        "raw_errors": args.raw_errors, "structure_info": structure_info, "provenance": prov, "device": ", ".join(sorted(align_devices)) or str(device),
         "batch_size": args.batch_size, "timing": {k: v / n_pairs for k, v in seconds.items()},
+        "cached_cells": cached_total, "cells_dir": args.cells,
         "throughput": throughput, "tests": paired_tests(rot, structures, snrs, keys), "records": records,
         "csv_name": args.out.with_suffix(".csv").name, "json_name": args.out.with_suffix(".json").name,
     }
@@ -969,6 +1068,44 @@ def run(args) -> dict:
         ctx["comparison"] = compare_with(previous.get("cells", {}), ctx["cells"])
         ctx["compare_path"] = str(args.compare)
     ctx["wall_seconds"] = time.perf_counter() - began
+    return ctx
+
+
+def context_from_saved(summary_path: Path, extra_throughput: list[Path]) -> dict:
+    """The report context of an earlier run, rebuilt from its OUT.json and OUT.csv (to re-render the report, e.g.
+    with throughput rows measured elsewhere appended)."""
+    import gzip
+
+    table = summary_path.with_suffix(".csv")
+    if not table.is_file():
+        table = summary_path.with_suffix(".csv.gz")
+    for path in [summary_path, table, *extra_throughput]:
+        if not path.is_file():
+            raise GumalignError(
+                f"{path}: no such file (--render-from needs OUT.json with OUT.csv or OUT.csv.gz beside it)"
+            )
+    summary = json.loads(summary_path.read_text())
+    types = {"snr": float, "pair": int, "symmetry_operator": int, "rotation_error": float,
+             "translation_error": float, "rotation_error_raw": float, "translation_error_raw": float, "score": float}
+    with (gzip.open(table, "rt", newline="") if table.suffix == ".gz" else table.open(newline="")) as handle:
+        records = [{k: types.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    methods = [Method(**m) for m in summary["methods"]]
+    metric = "_raw" if summary["raw_errors"] else ""
+    throughput = list(summary["throughput"])
+    for path in extra_throughput:
+        throughput += json.loads(path.read_text()).get("throughput", [])
+    ctx = {
+        "quick": summary["quick"], "n": summary["n"], "seed": summary["seed"], "structures": summary["structures"],
+        "snrs": summary["snrs"], "keys": summary["rows"], "methods": methods, "method_map": {m.key: m for m in methods},
+        "rot": errors_of(records, "rotation_error" + metric), "trans": errors_of(records, "translation_error" + metric),
+        "raw_errors": summary["raw_errors"], "structure_info": summary["structure_info"],
+        "provenance": summary["provenance"], "device": summary["device"],
+        "batch_size": summary.get("batch_size", 32), "timing": summary["seconds_per_pair"], "throughput": throughput,
+        "tests": summary["paired_tests"], "records": records, "cells": summary["cells"],
+        "comparison": None, "wall_seconds": summary["wall_seconds"],
+        "cached_cells": summary.get("cached_cells", 0), "cells_dir": summary.get("cells_dir"),
+        "rendered_from": " ".join(sys.argv),
+    }
     return ctx
 
 
@@ -988,7 +1125,9 @@ def write_outputs(ctx: dict, out: Path) -> None:
         "methods": [dataclasses.asdict(m) for m in ctx["methods"]], "structure_info": ctx["structure_info"],
         "provenance": ctx["provenance"], "device": ctx["device"], "seconds_per_pair": ctx["timing"],
         "throughput": ctx["throughput"], "paired_tests": ctx["tests"], "cells": ctx["cells"],
-        "comparison": ctx.get("comparison"), "wall_seconds": ctx["wall_seconds"],
+        "comparison": ctx.get("comparison"), "wall_seconds": ctx["wall_seconds"], "batch_size": ctx["batch_size"],
+        "cached_cells": ctx.get("cached_cells", 0), "cells_dir": ctx.get("cells_dir"),
+        "rendered_from": ctx.get("rendered_from"),
     }
     write_text_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1))
     write_text_atomic(out, render_markdown(ctx))
@@ -997,7 +1136,14 @@ def write_outputs(ctx: dict, out: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        ctx = run(args)
+        if args.render_from is not None:
+            ctx = context_from_saved(args.render_from, args.add_throughput)
+            ctx["csv_name"], ctx["json_name"] = args.out.with_suffix(".csv").name, args.out.with_suffix(".json").name
+        else:
+            ctx = run(args)
+        if "trained_only" in ctx:
+            _log(f"models ready: {', '.join(ctx['trained_only'])} (--train-only: nothing aligned)", args.quiet)
+            return 0
         write_outputs(ctx, args.out)
     except GumalignError as exc:
         print(f"error: {exc}", file=sys.stderr)

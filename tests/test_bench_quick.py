@@ -215,3 +215,40 @@ def test_bad_options_exit_2_with_one_line(paper_tables, tmp_path, capsys):
     assert "nonesuch" in capsys.readouterr().err
     assert paper_tables.main(["--quick", "--n", "1", "--out", str(tmp_path / "c.md")]) == 2
     assert not any(tmp_path.iterdir())
+
+
+def _run_tables(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_cells_cache_resumes_and_render_from_reproduces_the_report(tmp_path):
+    cells = tmp_path / "cells"
+    common = ["--methods", "ht,fa", "--structures", "spliceosome", "--snrs", "100,0.1", "--no-refine",
+              "--throughput-devices", "none", "--threads", "1", "--cells", str(cells)]
+    _run_tables(*common, "--n", "2", "--out", str(tmp_path / "first.md"))
+    assert sorted(p.name for p in cells.iterdir()) == [
+        "spliceosome_snr0.1_fa.json", "spliceosome_snr0.1_ht.json",
+        "spliceosome_snr100_fa.json", "spliceosome_snr100_ht.json",
+    ]
+    again = _run_tables(*common, "--n", "2", "--out", str(tmp_path / "again.md"))
+    assert again.stderr.count("every method read from") == 2
+    assert _csv_rows(tmp_path / "again.csv") == _csv_rows(tmp_path / "first.csv")
+    # Other settings (here N) do not reuse the cached cells.
+    other = _run_tables(*common, "--n", "3", "--out", str(tmp_path / "other.md"))
+    assert "read from" not in other.stderr and len(_csv_rows(tmp_path / "other.csv")) == 3 * 2 * 2
+
+    # Re-rendering from the JSON and CSV gives the same tables, with throughput rows of another run appended.
+    first = json.loads((tmp_path / "first.json").read_text())
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"throughput": [
+        {"device": "NVIDIA Test", "batch_size": 32, "network_pairs_per_s": 123.4, "aligner_pairs_per_s": 5.6}]}))
+    _run_tables("--render-from", str(tmp_path / "first.json"), "--add-throughput", str(extra),
+                "--out", str(tmp_path / "rendered.md"))
+    rendered = (tmp_path / "rendered.md").read_text()
+    original = (tmp_path / "first.md").read_text()
+    tables, tables_original = _tables(rendered), _tables(original)
+    assert tables["### spliceosome (3JB9)"] == tables_original["### spliceosome (3JB9)"]
+    assert "| NVIDIA Test | 32 | 123.4 | 5.6 |" in rendered and "Re-rendered" in rendered
+    assert json.loads((tmp_path / "rendered.json").read_text())["cells"] == first["cells"]

@@ -137,7 +137,7 @@ def command(
         templates = load_templates(_split_list(simulate), box=32, voxel_size=voxel_size)
         data = simulated_pairs(
             templates, snrs, n_pairs, seed, tilt_range_b=tuple(tilt_range) if tilt_range else (-60.0, 60.0),
-            max_shift=max_shift, voxel_size=voxel_size, max_angle=max_angle,
+            max_shift=max_shift, voxel_size=voxel_size, max_angle=max_angle, jobs=threads or available,
         )
     train_set, val_set = data.split(val_fraction, seed)
     info(

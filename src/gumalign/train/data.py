@@ -304,6 +304,7 @@ def simulated_pairs(
     max_shift: float = 7.0,
     voxel_size: float = 12.0,
     max_angle: float | None = None,
+    jobs: int = 1,
 ) -> PairSet:
     """``n_pairs`` pairs simulated from every template at every SNR, via gumalign.simulate.imaging.simulate_pairs:
     s_a without a missing wedge (±90°), s_b with the ``tilt_range_b`` wedge, each at a random pose.
@@ -317,9 +318,13 @@ def simulated_pairs(
         n_pairs: total number of pairs.
         voxel_size: Å, for the CTF and MTF.
         max_angle: largest relative rotation between s_a and s_b in degrees (None: any rotation).
+        jobs: worker threads, one (template, SNR) combination each (the numerical work releases the GIL); the pairs
+            do not depend on it.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     try:
-        from gumalign.simulate.imaging import simulate_pairs
+        from gumalign.simulate.imaging import ImagingParams, precompute, simulate_pairs
     except ImportError as exc:  # the simulator lives in its own subpackage
         raise GumalignError(f"pair simulation is unavailable ({exc})") from None
 
@@ -330,20 +335,29 @@ def simulated_pairs(
         raise GumalignError(f"--n-pairs {n_pairs} is fewer than the {len(combos)} structure × SNR combinations")
     per = [n_pairs // len(combos) + (1 if k < n_pairs % len(combos) else 0) for k in range(len(combos))]
     names = list(templates)
-    s_a, s_b, rots, shifts, labels = [], [], [], [], []
-    weights = None
-    for (ti, si), count in zip(combos, per):
+
+    def simulate_combo(combo, count):
+        ti, si = combo
         pairs = simulate_pairs(
             np.asarray(templates[names[ti]], dtype=np.float32), count, snr=float(snrs[si]),
             rng=np.random.default_rng([seed, ti, si]), max_shift=max_shift, tilt_range_b=tuple(tilt_range_b),
             voxel_size=voxel_size, max_relative_angle=max_angle,
         )
-        s_a.append(zscore(pairs.s_a))
-        s_b.append(zscore(pairs.s_b))
-        rots.append(np.asarray(pairs.rotations, dtype=np.float64))
-        shifts.append(np.asarray(pairs.shifts, dtype=np.float64))
-        labels.append(np.full(count, float(snrs[si])))
-        weights = np.stack([pairs.weight_a, pairs.weight_b]).astype(np.float32)
+        return pairs, zscore(pairs.s_a), zscore(pairs.s_b)
+
+    # Build the projectors and filters once, before the workers share them.
+    box = int(np.asarray(next(iter(templates.values()))).shape[-1])
+    for tilt_range in ((-90.0, 90.0), tuple(tilt_range_b)):
+        precompute(box, tilt_range, 1.0, ImagingParams(), voxel_size)
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(combos)))) as pool:
+        results = list(pool.map(simulate_combo, combos, per))
+    s_a = [r[1] for r in results]
+    s_b = [r[2] for r in results]
+    rots = [np.asarray(r[0].rotations, dtype=np.float64) for r in results]
+    shifts = [np.asarray(r[0].shifts, dtype=np.float64) for r in results]
+    labels = [np.full(count, float(snrs[si])) for (_, si), count in zip(combos, per)]
+    last = results[-1][0]
+    weights = np.stack([last.weight_a, last.weight_b]).astype(np.float32)
     n = sum(per)
     return PairSet(
         a_volumes=np.concatenate(s_a),
