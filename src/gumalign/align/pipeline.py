@@ -113,9 +113,6 @@ def align_table(
     Raises:
         GumalignError: box or voxel size mismatch, a missing image (before anything is written), unknown method.
     """
-    import torch
-
-    from gumalign.align.refine import refine_alignment
     from gumalign.align.registry import get_aligner
     from gumalign.devices import resolve_device
 
@@ -133,7 +130,9 @@ def align_table(
         _check_box(paths[0], box)
     device = resolve_device(options.device)
     aligner = get_aligner(
-        options.method, device=str(device), batch_size=options.batch_size, max_shift=options.max_shift,
+        options.method, refine=options.refine, device=str(device), batch_size=options.batch_size,
+        max_shift=options.max_shift,
+        **({"max_frequency": options.max_frequency} if options.refine else {}),  # --max-frequency limits --refine
         **({"model": options.model} if options.model else {}),
     )
     weights = weight_source_for(table, box, options.tilt_range)
@@ -156,12 +155,6 @@ def align_table(
         for rows, volumes in iter_particle_batches(paths, todo, options.batch_size, box):
             part_w = weights.for_rows(rows)
             result = aligner.align(ref_batch, ref_weight, volumes, part_w)
-            if options.refine:
-                vols = torch.as_tensor(volumes, device=device)
-                result = refine_alignment(
-                    ref_batch, ref_weight, vols, part_w, result,
-                    max_shift=options.max_shift, max_frequency=options.max_frequency,
-                )
             _append_partial(handle, rows, result)
             for i, row in enumerate(rows):
                 done[int(row)] = np.concatenate([result.rotations[i].ravel(), result.shifts[i], [result.scores[i]]])

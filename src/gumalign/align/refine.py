@@ -85,16 +85,21 @@ class RefiningAligner:
         base: an object with the gumalign.align.base.Aligner ``align`` method.
         device: where the refinement runs (the particles are moved there).
         max_shift: longest shift (voxels) the refinement may reach (None: half the box).
+        max_frequency: highest spatial frequency (cycles per box) the refinement's scores use (None: all).
     """
 
-    def __init__(self, base, device="cpu", max_shift: float | None = None):
+    def __init__(self, base, device="cpu", max_shift: float | None = None, max_frequency: float | None = None):
         self.base = base
         self.device = torch.device(device)
         self.max_shift = max_shift
+        self.max_frequency = max_frequency
         self.name = f"{getattr(base, 'name', 'aligner')}+refine"
 
     def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
         start = self.base.align(references, reference_weights, particles, particle_weights)
         volumes = as_tensor(particles, self.device)
-        return refine_alignment(references, reference_weights, volumes, particle_weights, start, max_shift=self.max_shift)
+        return refine_alignment(
+            references, reference_weights, volumes, particle_weights, start,
+            max_shift=self.max_shift, max_frequency=self.max_frequency,
+        )
 

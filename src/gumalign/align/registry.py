@@ -21,13 +21,16 @@ def get_aligner(name: str, refine: bool = False, **options):
     """An aligner instance for ``name`` ('gumnet', 'ht', 'fa') built with ``options``.
 
     Options a method does not take are dropped, so callers can pass the common set (device, max_shift, ...).
-    ``refine``: wrap it in gumalign.align.refine.RefiningAligner (the method, then a local search).
+    ``refine``: wrap it in gumalign.align.refine.RefiningAligner (the method, then a local search); the option
+    ``max_frequency`` goes to the refinement only.
     """
     if refine:
         from gumalign.align.refine import RefiningAligner
 
+        max_frequency = options.pop("max_frequency", None)
         return RefiningAligner(
-            get_aligner(name, **options), device=options.get("device", "cpu"), max_shift=options.get("max_shift")
+            get_aligner(name, **options), device=options.get("device", "cpu"), max_shift=options.get("max_shift"),
+            max_frequency=max_frequency,
         )
     if name not in METHODS:
         raise GumalignError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
