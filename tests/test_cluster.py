@@ -124,6 +124,10 @@ def test_gumnet_refine_separates_proteasome_and_spliceosome():
     from gumalign.weights import DEFAULT_MODEL, available_models
 
     assert DEFAULT_MODEL in available_models()
+    # Commands run by earlier tests (`--threads 1`) leave torch's global thread count lowered; this test is the
+    # slowest in the suite, so it takes both cores back.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     gen = np.random.default_rng(5)
     volumes, truth = [], []
     for label, name in enumerate(["proteasome", "spliceosome"], start=1):
@@ -133,7 +137,12 @@ def test_gumnet_refine_separates_proteasome_and_spliceosome():
         truth += [label] * 12
     weight = wedge_mask(volumes[0].shape[1:], (-60, 60), "centred")
     aligner = get_aligner("gumnet", refine=True, device="cpu")
-    result = reference_based_clustering(ArrayStack(np.concatenate(volumes), weight), aligner, 2, iterations=3, seed=0)
+    try:
+        result = reference_based_clustering(
+            ArrayStack(np.concatenate(volumes), weight), aligner, 2, iterations=3, seed=0
+        )
+    finally:
+        torch.set_num_threads(threads)
     assert accuracy(result.labels, np.array(truth)) >= 0.9
 
 
