@@ -824,13 +824,13 @@ def render_markdown(ctx: dict) -> str:
               f"Seconds per pair on `{ctx['device']}` with {prov['torch_threads']} torch thread(s), over all "
               f"{ctx['n'] * len(structures) * len(snrs)} pairs; each method ran once on one pair before timing. Refine "
               "rows include the method's own time. The Gum-Net family runs in batches of up to "
-              f"{ctx['batch_size']} pairs (one cell's pairs at a time), H-T and F&A in their default batches.", "",
-              "| Method | s / pair | × Gum-Net |", "|---|---|---|"]
+              f"{ctx['batch_size']} pairs (one cell's pairs at a time), H-T and F&A in their default batches."]
     if ctx.get("cached_cells"):
         lines += ["", f"{ctx['cached_cells']} of the (structure, SNR, method) cells were read from "
                       f"`{ctx['cells_dir']}`: their seconds are those measured when they were computed (possibly by "
                       "several processes sharing the device, which slows each), so compare speeds within this table "
                       "only and take absolute speed from bench/bench_align.py and the throughput section."]
+    lines += ["", "| Method | s / pair | × Gum-Net |", "|---|---|---|"]
     timing = ctx["timing"]
     reference = timing.get("gumnet")
     for key in keys:
@@ -1006,18 +1006,18 @@ def run(args) -> dict:
         first_pairs = None
         total = len(structures) * len(snrs)
         for index, (s, snr) in enumerate(((s, snr) for s in structures for snr in snrs), start=1):
-            todo, cached = [], 0
+            todo = []
             for m in methods:
                 cell = read_cell(cells_dir, s, snr, m, fingerprints[m.key])
                 if cell is None:
                     todo.append(m)
                     continue
-                cached += 1
-                cached_total += 1
                 records += cell["records"]
                 align_devices.add(cell["device"])
                 for key, spent in cell["seconds"].items():
                     seconds[key] += spent
+            cached = len(methods) - len(todo)
+            cached_total += cached
             if not todo:
                 _log(f"[{index}/{total}] {s} SNR {snr:g}: every method read from {cells_dir}", args.quiet)
                 continue
@@ -1057,11 +1057,11 @@ def run(args) -> dict:
     ctx = {
         "quick": args.quick, "n": args.n, "seed": args.seed, "structures": structures, "snrs": snrs, "keys": keys,
         "methods": methods, "method_map": {m.key: m for m in methods}, "rot": rot, "trans": trans,
-        "raw_errors": args.raw_errors, "structure_info": structure_info, "provenance": prov, "device": ", ".join(sorted(align_devices)) or str(device),
+        "raw_errors": args.raw_errors, "structure_info": structure_info, "provenance": prov,
+        "device": ", ".join(sorted(align_devices)) or str(device),
         "batch_size": args.batch_size, "timing": {k: v / n_pairs for k, v in seconds.items()},
         "cached_cells": cached_total, "cells_dir": args.cells,
         "throughput": throughput, "tests": paired_tests(rot, structures, snrs, keys), "records": records,
-        "csv_name": args.out.with_suffix(".csv").name, "json_name": args.out.with_suffix(".json").name,
     }
     ctx["cells"] = {
         f"{s}|{snr:g}|{key}": {"rotation_error": stats(rot[(s, snr, key)]),
@@ -1143,12 +1143,14 @@ def main(argv=None) -> int:
     try:
         if args.render_from is not None:
             ctx = context_from_saved(args.render_from, args.add_throughput)
-            ctx["csv_name"], ctx["json_name"] = args.out.with_suffix(".csv").name, args.out.with_suffix(".json").name
+        elif args.add_throughput:
+            raise GumalignError("--add-throughput goes with --render-from")
         else:
             ctx = run(args)
         if "trained_only" in ctx:
             _log(f"models ready: {', '.join(ctx['trained_only'])} (--train-only: nothing aligned)", args.quiet)
             return 0
+        ctx["csv_name"], ctx["json_name"] = args.out.with_suffix(".csv").name, args.out.with_suffix(".json").name
         write_outputs(ctx, args.out)
     except GumalignError as exc:
         print(f"error: {exc}", file=sys.stderr)
