@@ -5,7 +5,12 @@ Volumes are indexed [z, y, x]. RELION's matrix A (from rlnAngleRot/Tilt/Psi) rot
 """
 
 from gumalign.geometry.euler import euler_to_matrix, matrix_to_euler
-from gumalign.geometry.sampling import random_rotations, rotation_grid_near_identity
+from gumalign.geometry.sampling import (
+    aitom_rotations,
+    best_constant_rotation,
+    random_rotations,
+    rotation_grid_near_identity,
+)
 from gumalign.geometry.transform import box_centre, transform_volumes
 from gumalign.geometry.errors import rotation_error, translation_error
 
@@ -13,6 +18,8 @@ __all__ = [
     "euler_to_matrix",
     "matrix_to_euler",
     "random_rotations",
+    "aitom_rotations",
+    "best_constant_rotation",
     "rotation_grid_near_identity",
     "box_centre",
     "transform_volumes",

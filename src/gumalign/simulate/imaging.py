@@ -377,6 +377,7 @@ def simulate_pairs(
     voxel_size: float = 12.0,
     identity_a: bool = False,
     max_relative_angle: float | None = None,
+    relative_rotations: np.ndarray | None = None,
 ) -> SimulatedPairs:
     """``n`` pairs (s_a, s_b) of one template with independent random poses and noise, and their relative transforms.
 
@@ -397,10 +398,20 @@ def simulate_pairs(
         max_relative_angle: when set (degrees), s_b's rotation is R_b = ΔR·R_a with ΔR Haar-distributed within this
             angle of the identity (a training curriculum for Gum-Net's multi-start alignment); None: independent
             uniformly random rotations.
+        relative_rotations: (n, 3, 3) rotations ΔR drawn elsewhere (e.g. under another rotation prior,
+            gumalign.geometry.aitom_rotations): s_b's rotation is R_b = ΔR·R_a, so ΔR is the pair's relative rotation.
+            The generator's draws are the same as without it (s_b's own rotations are drawn and replaced), so only
+            R_b changes. Not combinable with ``max_relative_angle``.
 
     Returns:
         A :class:`SimulatedPairs`.
     """
+    if relative_rotations is not None:
+        if max_relative_angle is not None:
+            raise GumalignError("relative_rotations and max_relative_angle are alternatives: pass one")
+        relative_rotations = np.asarray(relative_rotations, dtype=np.float64)
+        if relative_rotations.shape != (n, 3, 3):
+            raise GumalignError(f"relative_rotations must be ({n}, 3, 3), got {relative_rotations.shape}")
     if identity_a:
         rotations_a, shifts_a = np.repeat(np.eye(3)[None], n, axis=0), np.zeros((n, 3))
     else:
@@ -408,6 +419,8 @@ def simulate_pairs(
     rotations_b, shifts_b = random_poses(n, max_shift, rng)
     if max_relative_angle is not None:
         rotations_b = rotations_within(n, max_relative_angle, rng) @ rotations_a
+    elif relative_rotations is not None:
+        rotations_b = relative_rotations @ rotations_a
     common = dict(snr=snr, rng=rng, tilt_step=tilt_step, params=params, voxel_size=voxel_size)
     s_a = simulate_subtomograms(template, rotations_a, shifts_a, tilt_range=tilt_range_a, **common)
     s_b = simulate_subtomograms(template, rotations_b, shifts_b, tilt_range=tilt_range_b, **common)
