@@ -77,3 +77,65 @@ def test_bad_inputs_have_clear_messages(tmp_path, case, message):
     with pytest.raises(GumalignError, match=message) as info:
         read_volume(path, require_voxel_size=True)
     assert str(path) in str(info.value)
+
+
+# -- volumes by shape, .gz, extended headers (issue 16) ------------------------------------------------------------
+def test_imod_style_ispg_0_volume_is_a_volume(tmp_path, rng):
+    """IMOD writes tomograms and maps with ispg = 0: mrcfile calls that an image stack; its data are still a volume."""
+    data = rng.standard_normal((9, 8, 7)).astype(np.float32)
+    path = tmp_path / "imod.rec"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+        mrc.header.ispg = 0
+        mrc.voxel_size = 6.5
+    with mrcfile.open(path) as mrc:
+        assert mrc.is_image_stack() and not mrc.is_volume()  # what made the old reader refuse it
+    vol = read_volume(path)
+    np.testing.assert_array_equal(vol.data, data)
+    assert vol.voxel_size == pytest.approx(6.5)
+
+
+def test_gzip_and_extended_header_are_read_like_mrcfile_reads_them(tmp_path, rng):
+    import gzip
+
+    data = rng.standard_normal((6, 6, 6)).astype(np.float32)
+    path = tmp_path / "ext.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+        mrc.set_extended_header(np.frombuffer(bytes(range(256)) * 3, dtype="V1"))
+        mrc.voxel_size = 3.0
+    with mrcfile.open(path) as mrc:  # independent reader
+        assert int(mrc.header.nsymbt) == 768
+        expected = np.array(mrc.data)
+    np.testing.assert_array_equal(read_volume(path).data, expected)
+    gz = tmp_path / "ext.mrc.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    vol = read_volume(gz)
+    np.testing.assert_array_equal(vol.data, expected)
+    assert vol.voxel_size == pytest.approx(3.0)
+
+
+def test_extended_header_claiming_2_gib_is_one_error_without_allocating_it(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "liar.mrc"
+    _write(path, np.ones((4, 4, 4), np.float32))
+    raw = bytearray(path.read_bytes())
+    raw[92:96] = np.int32(2**31 - 1).tobytes()  # nsymbt
+    path.write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        with pytest.raises(GumalignError, match=r"liar\.mrc: .*extended header of 2147483647 bytes"):
+            read_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20
+
+
+def test_a_stack_of_volumes_and_a_2d_image_are_refused(tmp_path):
+    path = tmp_path / "stack.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.ones((2, 4, 4, 4), np.float32))  # mrcfile writes ispg 401, mz = 4, nz = 8
+    with pytest.raises(GumalignError, match="stack of 2 volumes"):
+        read_volume(path)
