@@ -44,12 +44,17 @@ def test_save_and_load_round_trip(trained_dir):
     assert not model.training
     assert record["parameters"] == sum(p.numel() for p in fresh.parameters())
     assert record["size_bytes"] == (trained_dir / "model.safetensors").stat().st_size
-    # The same model by its .safetensors file, its .json, or as a bare file (architecture from the metadata).
+    # The same model by its .safetensors file, its .json, or as a bare file (architecture from the metadata), which
+    # cannot be verified and is refused unless allowed.
     registry.load_model(trained_dir / "model.safetensors")
     registry.load_model(trained_dir / "model.json")
     (trained_dir / "model.json").unlink()
-    bare, bare_record = registry.load_model(trained_dir)
+    with pytest.raises(GumalignError, match="cannot be verified.*--allow-unverified"):
+        registry.load_model(trained_dir)
+    bare, bare_record = registry.load_model(trained_dir, allow_unverified=True)
     assert bare_record["verified"] is False and bare.config == fresh.config
+    with registry.unverified_models_allowed():
+        assert registry.load_model(trained_dir)[1]["verified"] is False
 
 
 def test_one_changed_byte_is_refused(trained_dir, builtin_dir):

@@ -20,6 +20,22 @@ def check_images_exist(paths: list[Path], table_name: str) -> None:
             raise GumalignError(f"{table_name}: particle {row}: image {path} does not exist")
 
 
+def check_pixel_size(table: ParticleTable, reference, reference_name: str = "") -> None:
+    """Refuse particles whose pixel size differs (by more than 1%) from the reference's voxel size (a Volume).
+
+    A reference without a voxel size (0) is not checked; particles without one take the reference's.
+    """
+    if reference.voxel_size <= 0 or len(table) == 0:
+        return
+    sizes = table.pixel_sizes(default=reference.voxel_size)
+    bad = ~np.isclose(sizes, reference.voxel_size, rtol=0.01)
+    if bad.any():
+        raise GumalignError(
+            f"{table.name}: pixel size {sizes[np.argmax(bad)]:.4g} Å differs from the reference's "
+            f"{reference.voxel_size:.4g} Å{f' ({reference_name})' if reference_name else ''}"
+        )
+
+
 @dataclass
 class WeightSource:
     """Where each particle's observed-region weight comes from: rlnCtfImage files, a tilt range, or nothing.

@@ -3,10 +3,16 @@
 Results of finished batches are appended to ``<out>.partial`` (one line per particle, flushed and synced), so a
 killed run continues with ``resume=True`` from what it wrote. The STAR file itself is written once, atomically, at
 the end, and the partial file is then removed.
+
+The partial file's first line is the run's key: every option that changes the results and a fingerprint (size and
+modification time) of every input file (reference, STAR, particle images, weights, model); a partial file with
+another key is refused. Values are stored as Python's shortest exact repr of each float64, so a resumed run writes
+the same STAR, bit for bit, as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,8 +22,9 @@ from typing import Callable
 import numpy as np
 
 from gumalign.align.base import AlignmentResult
-from gumalign.align.particles import check_images_exist, iter_particle_batches, weight_source_for
+from gumalign.align.particles import check_images_exist, check_pixel_size, iter_particle_batches, weight_source_for
 from gumalign.errors import GumalignError
+from gumalign.io.atomic import refuse_overwriting_inputs
 from gumalign.io.mrc import Volume
 from gumalign.io.star import ParticleTable, write_star
 
@@ -43,43 +50,112 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def _run_key(table: ParticleTable, reference_name: str, options: AlignOptions) -> dict:
-    return {
+def _fingerprint(paths: list[Path]) -> str:
+    """sha256 over (path, size, mtime in ns) of each file: any replaced or edited input changes it."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = Path(path).stat()
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def _run_key(table: ParticleTable, reference_name: str, options: AlignOptions, device: str, inputs: list[Path]) -> dict:
+    """What must match for a partial file to be continued: the options that change results and the input files."""
+    key = {
         "particles": str(table.name),
         "n": len(table),
         "reference": reference_name,
         "method": options.method,
         "refine": options.refine,
         "model": options.model,
+        "batch_size": options.batch_size,
+        "device": device,
+        "tilt_range": list(options.tilt_range) if options.tilt_range else None,
+        "max_shift": options.max_shift,
+        "max_frequency": options.max_frequency,
+        "inputs": _fingerprint(inputs),
     }
+    return json.loads(json.dumps(key))  # the form it takes when read back
 
 
-def _read_partial(path: Path, key: dict) -> dict[int, np.ndarray]:
-    """{row: 13 floats (A row-major, shift xyz, score)} from a partial file of the same run."""
-    lines = path.read_text().splitlines()
+_KEY_LABELS = {"inputs": "input files (reference, STAR, particles, weights or model changed since)"}
+
+
+def _read_partial(path: Path, key: dict, n: int) -> dict[int, np.ndarray]:
+    """{row: 13 floats (A row-major, shift xyz, score)} from a partial file of the same run.
+
+    A last line without its newline was cut by the kill and is dropped (it is recomputed); any other malformed line
+    is an error naming the line.
+    """
+    text = path.read_text()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    elif lines:
+        lines.pop()  # no newline at the end: the write was cut short
     if not lines:
         return {}
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
-        raise GumalignError(f"{path}: not a gumalign partial-results file; delete it to start over") from None
+        header = None
+    if not isinstance(header, dict):
+        raise GumalignError(f"{path}: not a gumalign partial-results file; delete it to start over")
     if header != key:
-        raise GumalignError(f"{path}: belongs to a different run ({header}); delete it or drop --continue")
+        changed = sorted(k for k in set(header) | set(key) if header.get(k) != key.get(k))
+        what = ", ".join(_KEY_LABELS.get(k, k) for k in changed)
+        raise GumalignError(f"{path}: belongs to a run with different {what}; delete it or drop --continue")
     done = {}
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         parts = line.split()
-        if len(parts) != 14:  # a line cut short by the kill: ignore, it is recomputed
-            continue
-        done[int(parts[0])] = np.array([float(v) for v in parts[1:]])
+        try:
+            if len(parts) != 14:
+                raise ValueError(f"{len(parts)} fields instead of 14")
+            row = int(parts[0])
+            values = np.array([float(v) for v in parts[1:]])
+            if not 0 <= row < n or row in done:
+                raise ValueError(f"row {row} is out of range or repeated")
+            if not np.all(np.isfinite(values)):
+                raise ValueError("non-finite values")
+        except ValueError as exc:
+            raise GumalignError(f"{path}: line {number} is corrupt ({exc}); delete the file to start over") from None
+        done[row] = values
     return done
 
 
-def _append_partial(handle, rows: np.ndarray, result: AlignmentResult) -> None:
-    for i, row in enumerate(rows):
-        values = np.concatenate([result.rotations[i].ravel(), result.shifts[i], [result.scores[i]]])
-        handle.write(f"{int(row)} " + " ".join(f"{v:.9g}" for v in values) + "\n")
+def _append_partial(handle, rows: np.ndarray, values: np.ndarray) -> None:
+    for row, line in zip(rows, values):
+        handle.write(f"{int(row)} " + " ".join(repr(float(v)) for v in line) + "\n")
     handle.flush()
     os.fsync(handle.fileno())
+
+
+def _result_values(result: AlignmentResult, rows: np.ndarray, paths: list[Path]) -> np.ndarray:
+    """(B, 13) float64: A row-major, shift xyz, score; a non-finite result is an error naming the particle."""
+    values = np.concatenate(
+        [np.asarray(result.rotations, np.float64).reshape(len(rows), 9), np.asarray(result.shifts, np.float64),
+         np.asarray(result.scores, np.float64).reshape(len(rows), 1)], axis=1,
+    )
+    bad = ~np.all(np.isfinite(values), axis=1)
+    if bad.any():
+        row = int(rows[np.argmax(bad)])
+        raise GumalignError(
+            f"{paths[row]}: particle {row + 1}: alignment gave a non-finite result (an empty or constant volume?); "
+            "remove it from the STAR file"
+        )
+    return values
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Truncate a partial file after its last newline, so appended lines never join a line cut by a kill."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
 
 
 def _check_box(path: Path, box: int) -> None:
@@ -116,18 +192,25 @@ def align_table(
     from gumalign.align.registry import get_aligner
     from gumalign.devices import resolve_device
 
+    if len(table) == 0:
+        raise GumalignError(f"{table.name}: no particles to align")
     box = reference.data.shape[0]
     if reference.data.shape != (box, box, box):
         raise GumalignError(f"{reference_name}: the reference must be a cube, got {reference.data.shape[::-1]}")
     pixel_sizes = table.pixel_sizes(default=reference.voxel_size if reference.voxel_size > 0 else None)
-    if reference.voxel_size > 0 and not np.allclose(pixel_sizes, reference.voxel_size, rtol=0.01):
-        raise GumalignError(
-            f"{table.name}: pixel size {pixel_sizes[0]:.4g} Å differs from the reference's {reference.voxel_size:.4g} Å"
-        )
+    check_pixel_size(table, reference, reference_name)
     paths = table.image_paths()
     check_images_exist(paths, table.name)
-    if len(paths):
-        _check_box(paths[0], box)
+    _check_box(paths[0], box)
+    weights = weight_source_for(table, box, options.tilt_range)
+    inputs = [Path(reference_name), Path(str(table.name)), *paths, *(weights.paths or [])]
+    if options.method == "gumnet":
+        from gumalign.weights import DEFAULT_MODEL, resolve_model
+
+        inputs.append(resolve_model(options.model or DEFAULT_MODEL)[0])
+    ppath = partial_path(out)
+    refuse_overwriting_inputs([out, ppath], inputs)
+
     device = resolve_device(options.device)
     aligner = get_aligner(
         options.method, refine=options.refine, device=str(device), batch_size=options.batch_size,
@@ -135,30 +218,36 @@ def align_table(
         **({"max_frequency": options.max_frequency} if options.refine else {}),  # --max-frequency limits --refine
         **({"model": options.model} if options.model else {}),
     )
-    weights = weight_source_for(table, box, options.tilt_range)
     ref_batch = reference.data[None]
     ref_weight = np.ones((1, box, box, box), dtype=np.float32)
 
-    key = _run_key(table, reference_name, options)
-    ppath = partial_path(out)
+    key = _run_key(table, reference_name, options, str(device), inputs)
     done: dict[int, np.ndarray] = {}
-    if resume and ppath.exists():
-        done = _read_partial(ppath, key)
-    elif ppath.exists():
-        ppath.unlink()
+    resumed = resume and ppath.exists()
+    if resumed:
+        done = _read_partial(ppath, key, len(table))
+        _drop_cut_line(ppath)
     progress(len(done))
     todo = np.array([r for r in range(len(table)) if r not in done], dtype=int)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(ppath, "a") as handle:
-        if not done:
+    with open(ppath, "a" if resumed else "w") as handle:
+        if not resumed:
             handle.write(json.dumps(key) + "\n")
-        for rows, volumes in iter_particle_batches(paths, todo, options.batch_size, box):
-            part_w = weights.for_rows(rows)
-            result = aligner.align(ref_batch, ref_weight, volumes, part_w)
-            _append_partial(handle, rows, result)
-            for i, row in enumerate(rows):
-                done[int(row)] = np.concatenate([result.rotations[i].ravel(), result.shifts[i], [result.scores[i]]])
-            progress(len(rows))
+        try:
+            for rows, volumes in iter_particle_batches(paths, todo, options.batch_size, box):
+                part_w = weights.for_rows(rows)
+                result = aligner.align(ref_batch, ref_weight, volumes, part_w)
+                values = _result_values(result, rows, paths)
+                _append_partial(handle, rows, values)
+                for row, line in zip(rows, values):
+                    done[int(row)] = line
+                progress(len(rows))
+        except GumalignError:
+            # Bad input found on the way (a particle of another box, one that aligns to NaN): rerunning meets it
+            # again, so nothing is kept for --continue.
+            handle.close()
+            ppath.unlink(missing_ok=True)
+            raise
 
     values = np.stack([done[r] for r in range(len(table))])
     rotations = values[:, :9].reshape(-1, 3, 3)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from pathlib import Path
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ import typer
 from rich.console import Console
 
 from gumalign.errors import GumalignError
+from gumalign.io.atomic import refuse_overwriting_inputs  # noqa: F401  (re-exported for the commands)
 
 # Logs and progress go to stderr; data go to files (and parseable summaries to stdout).
 err_console = Console(stderr=True, highlight=False)
@@ -45,6 +48,15 @@ def handle_errors(func: Callable) -> Callable:
             if state.debug:
                 raise
             raise fail(str(exc)) from None
+        except OSError as exc:  # a full disk, a read-only folder, permission denied: the user's to fix
+            if state.debug:
+                raise
+            raise fail(os_error_line(exc)) from None
+        except MemoryError as exc:
+            if state.debug:
+                raise
+            detail = f" ({exc})" if str(exc) else ""
+            raise fail(f"out of memory{detail}; try a smaller --batch-size or box, or a machine with more memory") from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]; finished outputs are kept, partial ones removed")
             raise typer.Exit(code=130) from None
@@ -122,3 +134,48 @@ def aligner_options(device, max_shift: float | None, seed: int) -> dict:
 def sibling(path: Path, suffix: str, extension: str | None = None) -> Path:
     """``avg.mrc`` -> ``avg{suffix}{extension or .mrc}`` in the same folder."""
     return path.with_name(path.stem + suffix + (extension if extension is not None else path.suffix or ".mrc"))
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line naming the path(s) and the cause of an OSError: 'out/avg.mrc: No space left on device'."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        cause += " (the disk is full: free space or choose another --out)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause += " (choose a folder you can write to)"
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    line = f"{' -> '.join(paths)}: {cause}" if paths else cause
+    kept = getattr(exc, "kept", None)  # io.atomic.PartialOutputError
+    if kept is not None:
+        line += f"; kept {', '.join(map(str, kept)) or 'nothing'}; not written: {', '.join(map(str, exc.missing))}"
+    return line
+
+
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output file path that is a folder, lies under a file, or in a folder that cannot
+    be written (read-only, permission denied)."""
+    path = Path(path)
+    if path.is_dir():
+        raise GumalignError(f"{option} {path}: is a folder; give a file name")
+    _check_writable_folder(path.parent, option, path)
+
+
+def check_output_folder(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GumalignError(f"{option} {path}: exists and is not a folder")
+    _check_writable_folder(path if path.exists() else path.parent, option, path)
+
+
+def _check_writable_folder(folder: Path, option: str, target: Path) -> None:
+    folder = Path(folder) if str(folder) else Path(".")
+    existing = folder
+    while not existing.exists():  # the folders still to be created: check the nearest that exists
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise GumalignError(f"{option} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GumalignError(f"{option} {target}: cannot write into {existing} (read-only or permission denied)")

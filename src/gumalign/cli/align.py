@@ -36,20 +36,27 @@ def command(
         Optional[float], typer.Option(help="Low-pass radius (cycles per box) used by --refine.", min=1)
     ] = None,
     resume: Annotated[bool, typer.Option("--continue", help="Resume a killed run from its .partial file.")] = False,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Use a --model file that has no record or does not match it.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log output.")] = False,
 ) -> None:
     """Align every particle to the reference and write their orientations and shifts in RELION's meaning
     (particle ≈ shift(rotate(reference, A), -origin)), keeping every input column and adding gumAlignScore."""
     import time
 
-    from gumalign.align.pipeline import AlignOptions, align_table
+    from gumalign.align.pipeline import AlignOptions, align_table, partial_path
     from gumalign.align.registry import METHODS
+    from gumalign.cli._common import check_output_file, refuse_overwriting_inputs
     from gumalign.errors import GumalignError
     from gumalign.io.mrc import read_volume
     from gumalign.io.star import read_star
+    from gumalign.weights import unverified_models_allowed
 
     if method not in METHODS:
         raise GumalignError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    check_output_file(out)
+    refuse_overwriting_inputs([out, partial_path(out)], [ref, particles])
     reference = read_volume(ref)
     table = read_star(particles)
     options = AlignOptions(
@@ -57,7 +64,9 @@ def command(
         tilt_range=tuple(tilt_range) if tilt_range else None, max_shift=max_shift, max_frequency=max_frequency,
     )
     start = time.perf_counter()
-    with progress_bar(f"align ({method}{'+refine' if refine else ''})", len(table), quiet) as advance:
+    with unverified_models_allowed(allow_unverified), progress_bar(
+        f"align ({method}{'+refine' if refine else ''})", len(table), quiet
+    ) as advance:
         aligned = align_table(
             table, reference, out, options, reference_name=str(ref), resume=resume, progress=advance
         )

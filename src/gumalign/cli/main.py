@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import typer
+import typer.core
+from typer._click import exceptions as click_exceptions
 
 from gumalign import __version__
 from gumalign.cli import _common
@@ -16,7 +18,35 @@ from gumalign.cli import simulate as simulate_cmd
 from gumalign.cli import train as train_cmd
 from gumalign.cli import wedge as wedge_cmd
 
+class _OneLineErrorsGroup(typer.core.TyperGroup):
+    """The root command, with usage errors (a bad option value, an unknown option) as one line on stderr and exit
+    status 2, the way gumalign reports every other mistake, instead of Typer's multi-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        except click_exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # the help itself (rich prints it while it is formatted)
+            sys.exit(exc.exit_code)
+        except click_exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        # click returns an Exit's code here (commands themselves return None).
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrorsGroup,
     name="gumalign",
     help="Align, average, validate and cluster cryo-ET subtomograms (Gum-Net, H-T align, F&A align).",
     no_args_is_help=True,

@@ -57,16 +57,23 @@ def show_command(
     name: Annotated[str, typer.Argument(help="A built-in model name, a `gumalign train --out` directory or a file.")],
 ) -> None:
     """Print a model's record: architecture, box, voxel size, wedge, training command and data, validation errors
-    per SNR, sha256 and size (verifying the file against it)."""
+    per SNR, sha256 and size (verifying the file against it and loading it). Exit status 2 for a file that does not
+    verify or cannot be loaded."""
     import json
 
-    from gumalign.weights import resolve_model, verify_weights
+    from gumalign.weights import load_model, resolve_model
 
     weights, record = resolve_model(name)
     if record is None:
-        out_console.print(f"{weights}: no record beside this file (unverified)")
+        # Check what can be checked: a readable safetensors file whose tensors fit the architecture it names.
+        _, loaded = load_model(weights, "cpu", allow_unverified=True)
+        out_console.print(
+            f"{weights}: unverified: no record (.json) beside this file, so its sha256 cannot be checked; it loads as "
+            f"{loaded['architecture'].get('arch', '?')!r} (use it with --allow-unverified)",
+            soft_wrap=True,
+        )
         return
-    verify_weights(weights, record)
+    load_model(name, "cpu", allow_unverified=False)  # verifies the sha256 and that the tensors fit
     shown = dict(record)
     training = dict(shown.get("training") or {})
     history = training.pop("history", None)

@@ -5,15 +5,20 @@ wedge, the training command and data, validation errors per SNR, and the file's 
 here as ``NAME.safetensors`` + ``NAME.json``; ``gumalign train --out DIR`` writes ``DIR/model.safetensors`` +
 ``DIR/model.json``. Anywhere a model name is accepted, a directory or file path works too.
 
-Every load checks the file against the sha256 in its record and refuses a mismatch. A bare safetensors file without
-a record is accepted (its architecture is in the file's metadata) but cannot be verified.
+Every load checks the file against the sha256 in its record and refuses a mismatch. A file that cannot be verified
+(a bare safetensors file without a record, or one that differs from its record) is refused unless the caller allows
+unverified models (``allow_unverified=True``, or inside :func:`unverified_models_allowed`, which is what the CLI's
+``--allow-unverified`` does); its architecture then comes from the file's metadata or the record.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from gumalign.errors import GumalignError
 
@@ -22,6 +27,18 @@ DEFAULT_MODEL = "gumnet-compact-sim32"
 RECORD_FORMAT = "gumalign-gumnet-1"
 CONFIG_METADATA_KEY = "gumalign_config"
 MODEL_STEM = "model"  # gumalign train --out DIR writes DIR/model.safetensors and DIR/model.json
+
+_ALLOW_UNVERIFIED: contextvars.ContextVar[bool] = contextvars.ContextVar("gumalign_allow_unverified", default=False)
+
+
+@contextlib.contextmanager
+def unverified_models_allowed(allow: bool = True) -> Iterator[None]:
+    """Within the block, :func:`load_model` calls that do not say otherwise accept unverified models (``allow``)."""
+    token = _ALLOW_UNVERIFIED.set(bool(allow))
+    try:
+        yield
+    finally:
+        _ALLOW_UNVERIFIED.reset(token)
 
 
 def available_models() -> list[str]:
@@ -104,27 +121,41 @@ def verify_weights(weights: Path, record: dict) -> None:
         )
 
 
-def load_model(name_or_path: str | Path, device="cpu"):
+def load_model(name_or_path: str | Path, device="cpu", *, allow_unverified: bool | None = None):
     """A Gum-Net in eval mode with verified weights, and its record.
 
     Args:
         name_or_path: built-in model name, `gumalign train --out` directory, .safetensors or .json file.
         device: torch device (or its name) to put the model on.
+        allow_unverified: accept a file without a record or one that differs from its record (its record then says
+            ``"verified": False``); None: as set by :func:`unverified_models_allowed` (default: refuse).
 
     Returns:
-        (model, record); record is {'architecture': ...} only for an unverified bare file.
+        (model, record); record is {'architecture': ..., 'verified': False} for an unverified bare file.
 
     Raises:
-        GumalignError: unknown name, checksum mismatch, unreadable file, weights that do not fit the architecture.
+        GumalignError: unknown name, an unverified file (unless allowed), unreadable file, weights that do not fit
+            the architecture.
     """
     from safetensors import safe_open
 
     from gumalign.models.gumnet import GumNet, GumNetConfig
     from gumalign.train.checkpoint import load_tensors
 
+    allow = _ALLOW_UNVERIFIED.get() if allow_unverified is None else bool(allow_unverified)
     weights, record = resolve_model(name_or_path)
+    if record is None and not allow:
+        raise GumalignError(
+            f"{weights}: no record (.json) beside this file, so its sha256 cannot be verified (a damaged or modified "
+            "file would go unnoticed); use the `gumalign train --out` directory, or pass --allow-unverified"
+        )
     if record is not None:
-        verify_weights(weights, record)
+        try:
+            verify_weights(weights, record)
+        except GumalignError as exc:
+            if not allow:
+                raise GumalignError(f"{exc} (or pass --allow-unverified to use it anyway)") from None
+            record = dict(record, verified=False)
         config_values = record["architecture"]
     else:
         try:
@@ -206,5 +237,6 @@ __all__ = [
     "model_record",
     "resolve_model",
     "save_model",
+    "unverified_models_allowed",
     "verify_weights",
 ]

@@ -1,0 +1,310 @@
+"""Bad inputs, interrupts and faults, as a new user and a careless script meet them (issue 15).
+
+Every case gives one line (no traceback) and exit status 2, leaves no partial output or temporary file, and leaves
+the inputs byte-identical; interrupted runs resume to exactly what an uninterrupted run writes.
+"""
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gumalign.cli.main import app
+from gumalign.io.mrc import write_volume
+from tests.conftest import smooth_blob
+
+runner = CliRunner()
+N = 16
+PIXEL = 10.0
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``folder`` (hidden temporary files included)."""
+    return {str(p.relative_to(folder)): _digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(result, *needles):
+    """Exit status 2, one line on the output, no traceback, and each needle in it."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    for needle in needles:
+        assert needle in text, result.output
+
+
+def _star(rows: list[str], columns: list[str]) -> str:
+    header = "".join(f"_{c} #{i}\n" for i, c in enumerate(columns, start=1))
+    return (
+        "data_optics\n\nloop_\n_rlnOpticsGroupName #1\n_rlnOpticsGroup #2\n_rlnImagePixelSize #3\n"
+        f"_rlnImageSize #4\n_rlnImageDimensionality #5\nopticsGroup1 1 {PIXEL} {N} 3\n\n"
+        "data_particles\n\nloop_\n" + header + "\n".join(rows) + ("\n" if rows else "")
+    )
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A 16³ reference, 4 rotated/shifted copies as particles, a wedge weight (rlnCtfImage), aligned angles."""
+    from gumalign.fourier import wedge_mask
+
+    ref = smooth_blob((N, N, N), seed=7, radius=6.0)
+    write_volume(tmp_path / "ref.mrc", ref, PIXEL)
+    write_volume(tmp_path / "weight.mrc", wedge_mask((N,) * 3, (-60, 60), "centred"), PIXEL)
+    (tmp_path / "particles").mkdir()
+    rows = []
+    for i in range(4):
+        volume = np.rot90(np.roll(ref, i - 1, axis=2), k=i, axes=(1, 2)).copy()
+        write_volume(tmp_path / "particles" / f"particle_{i:06d}.mrc", volume, PIXEL)
+        rows.append(f"particles/particle_{i:06d}.mrc weight.mrc 1 {10.0 * i} {20.0 + i} {-5.0 * i} 0 0 0 {i % 2 + 1}")
+    columns = ["rlnImageName", "rlnCtfImage", "rlnOpticsGroup", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
+               "rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst", "rlnRandomSubset"]
+    (tmp_path / "parts.star").write_text(_star(rows, columns))
+    (tmp_path / "plain.star").write_text(_star([r.split()[0] + " 1" for r in rows], ["rlnImageName", "rlnOpticsGroup"]))
+    return tmp_path
+
+
+def align_args(data, out, *extra, star="parts.star"):
+    return ["align", "--ref", str(data / "ref.mrc"), "--particles", str(data / star), "--out", str(out),
+            "--method", "ht", "--device", "cpu", "--quiet", *extra]
+
+
+# --- --out that names an input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["ref.mrc", "parts.star", "particles/particle_000002.mrc", "weight.mrc"])
+def test_align_refuses_an_out_that_is_an_input(data, target):
+    before = _snapshot(data)
+    result = runner.invoke(app, align_args(data, data / target))
+    _one_line_error(result, "would overwrite the input file")
+    assert _snapshot(data) == before
+
+
+def test_align_refuses_an_out_that_reaches_an_input_by_another_spelling(data):
+    before = _snapshot(data)
+    (data / "link.mrc").symlink_to(data / "ref.mrc")
+    result = runner.invoke(app, align_args(data, data / "particles" / ".." / "link.mrc"))
+    _one_line_error(result, "would overwrite the input file")
+    (data / "link.mrc").unlink()
+    assert _snapshot(data) == before
+
+
+def test_align_refuses_an_out_that_is_a_folder_before_any_work(data):
+    (data / "isdir").mkdir()
+    before = _snapshot(data)
+    result = runner.invoke(app, align_args(data, data / "isdir"))
+    _one_line_error(result, "is a folder")
+    assert _snapshot(data) == before and not list((data / "isdir").iterdir())
+
+
+def test_align_empty_particle_table_is_one_line(data):
+    (data / "empty.star").write_text(_star([], ["rlnImageName", "rlnOpticsGroup"]))
+    before = _snapshot(data)
+    result = runner.invoke(app, align_args(data, data / "out.star", star="empty.star"))
+    _one_line_error(result, "no particles")
+    assert _snapshot(data) == before
+
+
+# --- OS errors: one line naming the path and the cause ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error, needle",
+    [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only")],
+)
+def test_os_errors_while_writing_are_one_line(data, monkeypatch, error, needle):
+    import gumalign.align.pipeline as pipeline
+
+    def failing_write(table, path, **kwargs):
+        raise OSError(error, os.strerror(error), str(path))
+
+    monkeypatch.setattr(pipeline, "write_star", failing_write)
+    result = runner.invoke(app, align_args(data, data / "out.star"))
+    _one_line_error(result, "out.star", needle)
+    assert not (data / "out.star").exists()
+
+
+def test_memory_error_is_one_line(data, monkeypatch):
+    import gumalign.align.pipeline as pipeline
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(pipeline, "iter_particle_batches", no_memory)
+    result = runner.invoke(app, align_args(data, data / "out.star"))
+    _one_line_error(result, "out of memory")
+
+
+# --- align --continue: complete keys, exact lines, clear errors ---------------------------------------------------
+
+
+def _interrupted_align(data, monkeypatch, out, *extra, after=1, star="parts.star"):
+    """Run align with --batch-size 1 and stop it (as Ctrl-C would) after ``after`` partial writes."""
+    import gumalign.align.pipeline as pipeline
+
+    real = pipeline._append_partial
+    calls = []
+
+    def append_then_stop(*args):
+        real(*args)
+        calls.append(1)
+        if len(calls) == after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_append_partial", append_then_stop)
+    result = runner.invoke(app, align_args(data, out, "--batch-size", "1", *extra, star=star))
+    monkeypatch.setattr(pipeline, "_append_partial", real)
+    assert result.exit_code == 130, result.output
+    assert not out.exists() and out.with_name(out.name + ".partial").is_file()
+
+
+def test_resumed_align_equals_an_uninterrupted_one_bit_for_bit(data, monkeypatch):
+    straight = data / "straight.star"
+    assert runner.invoke(app, align_args(data, straight, "--batch-size", "1")).exit_code == 0
+    resumed = data / "resumed.star"
+    _interrupted_align(data, monkeypatch, resumed, after=3)
+    partial = resumed.with_name("resumed.star.partial")
+    text = partial.read_text()
+    partial.write_text(text[: len(text) - 20])  # the kill cut the third row's line short (no newline)
+    result = runner.invoke(app, align_args(data, resumed, "--batch-size", "1", "--continue"))
+    assert result.exit_code == 0, result.output
+    assert resumed.read_bytes() == straight.read_bytes()
+    assert not partial.exists()
+
+
+def test_partial_lines_store_every_bit(tmp_path):
+    from gumalign.align.pipeline import _append_partial, _read_partial
+
+    values = np.random.default_rng(3).standard_normal((3, 13)) * np.array([1e-7] + [1.0] * 11 + [1e5])
+    key = {"run": 1}
+    path = tmp_path / "x.partial"
+    with open(path, "w") as handle:
+        handle.write(json.dumps(key) + "\n")
+        _append_partial(handle, np.array([0, 1, 2]), values)
+    done = _read_partial(path, key, 3)
+    assert all(np.array_equal(done[i], values[i]) for i in range(3))
+
+
+@pytest.mark.parametrize(
+    "first, then, needle",
+    [
+        (["--max-shift", "2"], ["--max-shift", "3"], "max_shift"),
+        (["--tilt-range", "-60", "60"], ["--tilt-range", "-50", "50"], "tilt_range"),
+        ([], ["--refine"], "refine"),
+    ],
+)
+def test_align_continue_refuses_a_partial_made_with_other_options(data, monkeypatch, first, then, needle):
+    out = data / "out.star"
+    _interrupted_align(data, monkeypatch, out, *first, star="plain.star")
+    result = runner.invoke(app, align_args(data, out, "--batch-size", "1", "--continue", *then, star="plain.star"))
+    _one_line_error(result, "different", needle)
+
+
+def test_align_continue_refuses_changed_particle_files(data, monkeypatch):
+    out = data / "out.star"
+    _interrupted_align(data, monkeypatch, out)
+    particle = data / "particles" / "particle_000003.mrc"
+    os.utime(particle, ns=(particle.stat().st_atime_ns, particle.stat().st_mtime_ns + 10**9))
+    result = runner.invoke(app, align_args(data, out, "--batch-size", "1", "--continue"))
+    _one_line_error(result, "different input files")
+
+
+@pytest.mark.parametrize("line", ["1e", "1 " + " ".join(["nan"] * 13), "7 " + " ".join(["0.5"] * 13)])
+def test_align_continue_names_a_corrupt_line(data, monkeypatch, line):
+    out = data / "out.star"
+    _interrupted_align(data, monkeypatch, out)
+    partial = out.with_name("out.star.partial")
+    partial.write_text(partial.read_text() + line + "\n" + partial.read_text().splitlines()[1] + "\n")
+    result = runner.invoke(app, align_args(data, out, "--batch-size", "1", "--continue"))
+    _one_line_error(result, "line 3 is corrupt")
+    assert not out.exists()
+
+
+def test_align_refuses_a_non_finite_result(data, monkeypatch):
+    from gumalign.baselines.ht import HTAligner
+
+    real = HTAligner.align
+
+    def nan_scores(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        result.scores[:] = np.nan
+        return result
+
+    monkeypatch.setattr(HTAligner, "align", nan_scores)
+    before = _snapshot(data)
+    result = runner.invoke(app, align_args(data, data / "out.star"))
+    _one_line_error(result, "particle_000000.mrc", "non-finite")
+    assert _snapshot(data) == before
+
+
+# --- models: unverified files are refused unless allowed; `models show` exits 2 on invalid files ---------------
+
+
+@pytest.fixture
+def bare_model(tmp_path):
+    """A tiny model's safetensors file alone (no record beside it), one byte of its tensors flipped."""
+    import gumalign.weights as registry
+    from gumalign.models import build_model
+
+    registry.save_model(build_model("gumnet-tiny", seed=3), {"name": "t", "validation": {}}, tmp_path / "run")
+    bare = tmp_path / "t.safetensors"
+    data = bytearray((tmp_path / "run" / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01
+    bare.write_bytes(bytes(data))
+    return bare
+
+
+def test_align_refuses_an_unverified_model_unless_allowed(tmp_path, bare_model):
+    ref = smooth_blob((32,) * 3, seed=2, radius=10.0)
+    write_volume(tmp_path / "ref.mrc", ref, PIXEL)
+    write_volume(tmp_path / "p.mrc", np.roll(ref, 1, axis=0), PIXEL)
+    (tmp_path / "p.star").write_text(_star(["p.mrc 1"], ["rlnImageName", "rlnOpticsGroup"]).replace(f" {N} 3", " 32 3"))
+    args = ["align", "--ref", str(tmp_path / "ref.mrc"), "--particles", str(tmp_path / "p.star"), "--device", "cpu",
+            "--method", "gumnet", "--model", str(bare_model), "--out", str(tmp_path / "a.star"), "--quiet"]
+    _one_line_error(runner.invoke(app, args), "t.safetensors", "cannot be verified", "--allow-unverified")
+    assert not (tmp_path / "a.star").exists() and not (tmp_path / "a.star.partial").exists()
+    allowed = runner.invoke(app, args + ["--allow-unverified"])
+    assert allowed.exit_code == 0, allowed.output
+
+
+def _invalid_models(folder: Path, bare: Path) -> dict[str, Path]:
+    """Seven kinds of invalid model file, each named by what is wrong with it."""
+    good = bare.read_bytes()
+    cases = {
+        "empty": b"",
+        "text": b"not a model at all\n",
+        "truncated": good[: len(good) // 2],
+        "header": b"\xff" * 8 + good[8:],
+        "json-header": (20).to_bytes(8, "little") + b'{"a": 1}' + b" " * 12,
+    }
+    paths = {}
+    for name, content in cases.items():
+        paths[name] = folder / f"{name}.safetensors"
+        paths[name].write_bytes(content)
+    from safetensors.torch import save_file
+    import torch
+
+    paths["no-architecture"] = folder / "no-architecture.safetensors"
+    save_file({"w": torch.zeros(2)}, str(paths["no-architecture"]))
+    paths["wrong-tensors"] = folder / "wrong-tensors.safetensors"
+    save_file({"w": torch.zeros(2)}, str(paths["wrong-tensors"]),
+              metadata={"gumalign_config": json.dumps({"arch": "gumnet-tiny"})})
+    return paths
+
+
+def test_models_show_exits_2_on_invalid_files(tmp_path, bare_model):
+    for kind, path in _invalid_models(tmp_path, bare_model).items():
+        result = runner.invoke(app, ["models", "show", str(path)])
+        assert result.exit_code == 2, (kind, result.output)
+        assert "Traceback" not in result.output and str(path.name) in result.output, (kind, result.output)
+    shown = runner.invoke(app, ["models", "show", str(bare_model)])
+    assert shown.exit_code == 0 and "unverified" in shown.output, shown.output
