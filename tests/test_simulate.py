@@ -7,6 +7,7 @@ correlations are computed with numpy, and poses are read back from the STAR file
 from pathlib import Path
 
 import numpy as np
+import starfile
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -145,6 +146,11 @@ def test_star_holds_relion_columns(high_snr_set):
     assert set(table.particles["gumStructureName"]) == {"cand1_cul1_roc1"}
     assert read_volume(table.image_paths()[0]).voxel_size == pytest.approx(VOXEL)
     assert "--structure builtin:cand1_cul1_roc1" in (high_snr_set / "README").read_text()
+    # RELION's ObservationModel (src/jaz/single_particle/obs_model.cpp) stops without voltage and Cs; getBoxSize
+    # needs rlnImageSize; Experiment::read (src/exp_model.cpp) takes data as 2D without rlnImageDimensionality 3.
+    optics = starfile.read(high_snr_set / "particles.star", always_dict=True)["optics"]
+    assert optics[["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"]].iloc[0].tolist() == [300, 2.7, 0.07]
+    assert optics["rlnImageSize"].tolist() == [BOX] and optics["rlnImageDimensionality"].tolist() == [3]
 
 
 # -- wedge -----------------------------------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def test_relion_5_centered_coordinates_and_subtomogram_frame(write):
 def test_round_trip_keeps_every_column_and_value(write, tmp_path, text):
     table = read_star(write(text))
     out = tmp_path / "out.star"
-    write_star(table, out)
+    write_star(table, out, box_size=32)
     again = read_star(out)
     raw = starfile.read(out, always_dict=True)
     assert set(raw) == {"optics", "particles"}  # 3.1 style
@@ -206,7 +206,7 @@ def test_with_alignment_writes_relion_meaning(write, tmp_path):
     mats = euler_to_matrix(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
     aligned = table.with_alignment(mats, np.array([[5.0, 0, 0], [0, 5.0, 0]]), gumAlignScore=[0.5, 0.6])
     out = tmp_path / "a.star"
-    write_star(aligned, out)
+    write_star(aligned, out, box_size=32)
     again = read_star(out)
     np.testing.assert_allclose(again.angles(), [[1, 2, 3], [4, 5, 6]], atol=1e-5)
     np.testing.assert_allclose(again.shifts_px()[1], [0, 1.0, 0])
@@ -236,7 +236,7 @@ def test_relative_image_paths_follow_the_star_file(write, tmp_path):
         (tmp_path / "sub" / name).write_bytes(b"")
     table = read_star(write(STAR_30))
     out = tmp_path / "deeper" / "out.star"
-    write_star(table, out)
+    write_star(table, out, box_size=32)
     again = read_star(out)
     assert again.particles["rlnImageName"].tolist() == ["../sub/p1.mrc", "../sub/p2.mrc"]
     assert [p.resolve() for p in again.image_paths()] == [p.resolve() for p in table.image_paths()]

@@ -274,6 +274,10 @@ def _optics(plan: SimulationPlan) -> pd.DataFrame:
             "rlnImagePixelSize": [plan.voxel_size],
             "rlnImageSize": [plan.box],
             "rlnImageDimensionality": [3],
+            # RELION's ObservationModel stops without voltage and Cs; CTF::readByGroup reads the amplitude contrast.
+            "rlnVoltage": [plan.params.voltage_kv],
+            "rlnSphericalAberration": [plan.params.cs_mm],
+            "rlnAmplitudeContrast": [plan.params.amplitude_contrast],
         }
     )
 
