@@ -193,6 +193,16 @@ def test_cli_half_maps_writes_star_xml_png_and_a_summary_line(half_maps, tmp_pat
     assert 5.0 * N / 11 < final < 5.0 * N / 6  # signal up to shell 8
     blocks = starfile.read(out, always_dict=True)
     assert float(blocks["general"]["rlnFinalResolution"]) == pytest.approx(final, abs=0.01)
+    # RELION's rlnFinalResolution: box·voxel / the last shell before the first one below 0.143 (postprocessing.cpp).
+    corrected = blocks["fsc"]["rlnFourierShellCorrelationCorrected"].to_numpy()
+    last = int(np.flatnonzero(corrected[1:] < 0.143)[0])  # shells 1..last are >= 0.143
+    assert final == pytest.approx(N * 5.0 / last, abs=0.01)
+    interpolated = float(summary["final_resolution_interpolated"])
+    assert N * 5.0 / (last + 1) <= interpolated <= final
+    assert float(blocks["general"]["gumFinalResolutionInterpolated"]) == pytest.approx(interpolated, abs=0.01)
+    # Shell 0 at 999 Å, as RELION writes it.
+    assert blocks["fsc"]["rlnAngstromResolution"].iloc[0] == 999.0
+    assert blocks["fsc"]["rlnResolution"].iloc[0] == pytest.approx(1 / 999.0, abs=1e-6)
     table = blocks["fsc"]
     for column in ("rlnSpectralIndex", "rlnResolution", "rlnAngstromResolution",
                    "rlnFourierShellCorrelationCorrected", "rlnFourierShellCorrelationUnmaskedMaps",

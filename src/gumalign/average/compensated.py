@@ -26,6 +26,13 @@ A number instead gives a constant λ = regularisation × (number of particles in
 by almost no particle near zero and scales the rest by at most 1/1.01 (an essentially unfiltered map).
 ``compensate=False`` gives the plain mean Σ_i p'_i / n (what the wedge does to it is the reason for all the above).
 
+Half maps for validation (``unfiltered_half1/2``, what `gumalign average` writes as _half1/_half2 and what
+`gumalign fsc --gold-standard` compares) are RELION's unfiltered half maps: made with the constant λ
+(CONSTANT_REGULARISATION per particle, or the number given), never with the Wiener λ(s), which is computed from those
+very half maps' FSC and would feed it back into the FSC. So ``fsc half1 half2`` on average's output and
+``fsc --gold-standard`` on the same particles compare the same maps. The Wiener-filtered ``half1``/``half2`` serve as
+references for realignment (iterative averaging).
+
 Sums are accumulated per half set (rlnRandomSubset 1 and 2) and never mixed: the full map is built from the two sums.
 Particles are streamed in batches from a :class:`~gumalign.average.stack.ParticleStack`; the work runs in torch on any
 device.
@@ -65,6 +72,8 @@ class AverageResult:
         wiener_lambda: (N//2 + 1,) λ per shell (per particle) used for all three maps, or None when a constant λ
             (or the plain mean) was used.
         half_fsc: (N//2 + 1,) FSC of the first-pass half maps the Wiener λ came from, or None.
+        unfiltered_half1, unfiltered_half2: the half maps with the constant λ (RELION's unfiltered half maps, for
+            FSC validation); the same arrays as half1/half2 when a constant λ was used.
     """
 
     full: np.ndarray
@@ -76,6 +85,14 @@ class AverageResult:
     counts: tuple[int, int]
     wiener_lambda: np.ndarray | None = None
     half_fsc: np.ndarray | None = None
+    unfiltered_half1: np.ndarray | None = None
+    unfiltered_half2: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.unfiltered_half1 is None:
+            self.unfiltered_half1 = self.half1
+        if self.unfiltered_half2 is None:
+            self.unfiltered_half2 = self.half2
 
     def observed_weight(self, minimum_fraction: float | None = None) -> np.ndarray:
         """(N, N, N) float32 centred 0/1 weight of the frequencies the full map holds data for.
@@ -291,14 +308,19 @@ def average_particles(
     full = sums[1].merged(sums[2])
     lam: float | torch.Tensor = CONSTANT_REGULARISATION if regularisation == "auto" else float(regularisation)
     wiener, half_fsc = None, None
+    unfiltered = {h: sums[h].volume(lam) for h in (1, 2)}  # the constant λ: RELION's unfiltered half maps
+    filtered = unfiltered
     if regularisation == "auto" and compensate and min(sums[1].count, sums[2].count) > 0:
-        half_fsc = fsc(sums[1].volume(CONSTANT_REGULARISATION), sums[2].volume(CONSTANT_REGULARISATION))
+        half_fsc = fsc(unfiltered[1], unfiltered[2])
         wiener = wiener_lambda_per_shell(half_fsc, [sums[1].denominator, sums[2].denominator], box)
         lam = _lambda_volume(wiener, box, device)
+        filtered = {h: sums[h].volume(lam) for h in (1, 2)}
     return AverageResult(
         full=full.volume(lam),
-        half1=sums[1].volume(lam),
-        half2=sums[2].volume(lam),
+        half1=filtered[1],
+        half2=filtered[2],
+        unfiltered_half1=unfiltered[1],
+        unfiltered_half2=unfiltered[2],
         halves=halves,
         halves_assigned=assigned,
         coverage=full.coverage(),

@@ -15,6 +15,7 @@ from typing import Annotated, Optional, Tuple
 import typer
 
 from gumalign.cli._common import handle_errors, info, progress_bar
+from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms, prepare_output, report_notes
 
 
 @handle_errors
@@ -39,6 +40,9 @@ def command(
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Use a --model file that has no record or does not match it.")
     ] = False,
+    star_version: StarVersion = None,
+    tomograms: Tomograms = None,
+    optimisation_set: OptimisationSet = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log output.")] = False,
 ) -> None:
     """Align every particle to the reference and write their orientations and shifts in RELION's meaning
@@ -58,7 +62,8 @@ def command(
     check_output_file(out)
     refuse_overwriting_inputs([out, partial_path(out)], [ref, particles])
     reference = read_volume(ref)
-    table = read_star(particles)
+    table = prepare_output(read_star(particles), star_version, tomograms, optimisation_set)
+    report_notes(table, quiet)
     options = AlignOptions(
         method=method, refine=refine, model=model, batch_size=batch_size, device=device,
         tilt_range=tuple(tilt_range) if tilt_range else None, max_shift=max_shift, max_frequency=max_frequency,

@@ -2,7 +2,10 @@
 
 Each particle is brought into the reference frame by undoing its STAR orientation and origin (RELION's meaning), and
 the average is formed in Fourier space, dividing by the summed rotated missing-wedge weights, so the wedge is filled
-by the other particles instead of smeared. Half maps come from rlnRandomSubset (assigned alternately when absent).
+by the other particles instead of smeared. Half maps come from rlnRandomSubset (assigned alternately when absent; an
+empty half is an error) and are written unfiltered (a small constant regulariser, as RELION's _unfil half maps), so
+`gumalign fsc avg_half1.mrc avg_half2.mrc` gives what `gumalign fsc --gold-standard` gives; the full map uses the
+Wiener term of --regularisation.
 With --iterations N, averaging is reference-free: every particle is realigned to its half's current map with
 --method, N times; each iteration's map and STAR file are written.
 
@@ -19,7 +22,8 @@ from typing import Annotated, Optional, Tuple
 
 import typer
 
-from gumalign.cli._common import aligner_options, common_pixel_size, handle_errors, info, progress_bar, sibling
+from gumalign.cli._common import aligner_options, handle_errors, info, progress_bar, sibling
+from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms, prepare_output, report_notes
 from gumalign.devices import resolve_device
 
 
@@ -70,6 +74,9 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Particles per batch.", min=1)] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for aligners that draw random numbers.")] = 0,
+    star_version: StarVersion = None,
+    tomograms: Tomograms = None,
+    optimisation_set: OptimisationSet = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output.")] = False,
 ) -> None:
     """Average aligned subtomograms with missing-wedge compensation; write the map, half maps and a slice montage."""
@@ -92,8 +99,9 @@ def command(
     if plain and iterations > 0:
         raise GumalignError("--plain and --iterations cannot be combined")
     torch_device = resolve_device(device)
-    table = read_star(particles)
-    voxel_size = common_pixel_size(table, pixel_size)
+    table = prepare_output(read_star(particles), star_version, tomograms, optimisation_set)
+    report_notes(table, quiet)
+    voxel_size = table.common_pixel_size(pixel_size)
     if table.has_angles():
         matrices = table.matrices()
     elif iterations > 0:
@@ -103,7 +111,7 @@ def command(
         table.angles()  # raises the one-line error naming the missing column
     origins = table.shifts_px(pixel_size)
     stack = StarStack(table, tuple(tilt_range) if tilt_range is not None else None)
-    halves = table.half_sets()
+    halves = table.half_sets(require_both=True)
     info(
         f"{particles}: {len(table)} particles, box {stack.box}, {voxel_size:g} Å/px, "
         f"weights from {stack.weight_source}",
@@ -165,9 +173,13 @@ def _write_maps(result, out: Path, voxel_size: float, quiet: bool) -> None:
     from gumalign.plots import slice_montage
 
     half1, half2, png = sibling(out, "_half1"), sibling(out, "_half2"), sibling(out, "", ".png")
-    write_volume(half1, result.half1, voxel_size)
-    write_volume(half2, result.half2, voxel_size)
+    # The half maps are RELION's unfiltered ones (constant λ), so `gumalign fsc half1 half2` compares what
+    # `gumalign fsc --gold-standard` compares; the full map carries the Wiener λ.
+    write_volume(half1, result.unfiltered_half1, voxel_size)
+    write_volume(half2, result.unfiltered_half2, voxel_size)
     write_volume(out, result.full, voxel_size)
-    slice_montage(png, {"full": result.full, "half 1": result.half1, "half 2": result.half2}, title=out.name)
+    slice_montage(
+        png, {"full": result.full, "half 1": result.unfiltered_half1, "half 2": result.unfiltered_half2}, title=out.name
+    )
     n1, n2 = result.counts
     info(f"wrote {out} ({n1 + n2} particles), {half1} ({n1}), {half2} ({n2}), {png}", quiet)

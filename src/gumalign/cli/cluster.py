@@ -20,6 +20,7 @@ from typing import Annotated, Optional, Tuple
 import typer
 
 from gumalign.cli._common import handle_errors, info, progress_bar
+from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms, prepare_output, report_notes
 
 
 @handle_errors
@@ -50,6 +51,9 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Pairs (or particles) per aligner call.", min=1)] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (first --ref-based reference; aligners that draw numbers).")] = 0,
+    star_version: StarVersion = None,
+    tomograms: Tomograms = None,
+    optimisation_set: OptimisationSet = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output.")] = False,
 ) -> None:
     """Cluster subtomograms into K classes by pairwise (or class-reference) alignment scores."""
@@ -60,15 +64,16 @@ def command(
     from gumalign.align.registry import get_aligner
     from gumalign.average.stack import StarStack
     from gumalign.devices import resolve_device
-    from gumalign.cli._common import aligner_options, common_pixel_size, sibling
+    from gumalign.cli._common import aligner_options, sibling
     from gumalign.cluster.pairwise import check_k, complete_linkage, pairwise_scores
     from gumalign.io.atomic import atomic_path
     from gumalign.io.star import read_star, write_star
     from gumalign.plots import heatmap_plot
 
-    table = read_star(particles)
+    table = prepare_output(read_star(particles), star_version, tomograms, optimisation_set)
+    report_notes(table, quiet)
     check_k(k, len(table))
-    voxel_size = common_pixel_size(table, pixel_size)
+    voxel_size = table.common_pixel_size(pixel_size)
     torch_device = resolve_device(device)
     stack = StarStack(table, tuple(tilt_range) if tilt_range is not None else None)
     aligner = get_aligner(method, refine=refine, **aligner_options(torch_device, max_shift, seed))

@@ -5,9 +5,16 @@ averaged independently, as `gumalign average` does); or one map and --ref, a kno
 final resolution, 0.143 for half maps). By default both maps are multiplied by a soft spherical mask and the masked FSC
 is corrected by phase randomisation beyond where the unmasked FSC first drops below 0.8 (Chen et al. 2013); --mask
 gives your own mask and --no-mask skips masking. Writes a RELION-postprocess-style STAR file, an EMDB FSC XML file and
-a PNG plot, and prints one summary line on stdout:
+a PNG plot (and, with --gold-standard, the two half maps it names: <out>_half1.mrc, <out>_half2.mrc), and prints one
+summary line on stdout:
 
-    resolution_0.143=24.10 resolution_0.5=30.20 final_resolution=24.10 final_threshold=0.143 ...
+    resolution_0.143=24.10 resolution_0.5=30.20 final_resolution=24.10 final_threshold=0.143 interpolated_0.143=23.62 ...
+
+Resolutions are RELION's (box·voxel / the last shell at or above the threshold, rlnFinalResolution); the
+interpolated_* values interpolate linearly to where the curve crosses it (RELION's --interpolate). Shell 0 is
+written at 999 Å, as RELION writes it, and so is a curve that is below the threshold at shell 1. Empty or constant maps
+and masks that are zero everywhere are refused. The half maps of --gold-standard are made exactly as `gumalign
+average` makes its _half1/_half2 maps (the same constant regulariser), so both ways give the same curve.
 
 Example usage:
 
@@ -47,21 +54,29 @@ def read_pair(path1: Path, path2: Path, pixel_size: float | None):
 
 
 def gold_standard_halves(particles: Path, tilt_range, pixel_size, batch_size: int, device: str, quiet: bool):
-    """Average the two half sets of a STAR file independently: (half1, half2, voxel size, note)."""
+    """Average the two half sets of a STAR (or .tbl) file independently: (half1, half2, voxel size).
+
+    The half maps are `gumalign average`'s unfiltered half maps (the same estimator and constant regulariser), so
+    this and ``gumalign fsc avg_half1.mrc avg_half2.mrc`` compare the same maps.
+    """
     import functools
 
     from gumalign.average.compensated import CONSTANT_REGULARISATION, average_particles
     from gumalign.average.stack import StarStack
     from gumalign.cli._common import progress_bar
+    from gumalign.cli._star_out import report_notes
     from gumalign.devices import resolve_device
-    from gumalign.cli._common import common_pixel_size
+    from gumalign.errors import GumalignError
     from gumalign.io.star import read_star
 
     table = read_star(particles)
-    voxel_size = common_pixel_size(table, pixel_size)
+    report_notes(table, quiet)
+    voxel_size = table.common_pixel_size(pixel_size)
     matrices = table.matrices()
+    halves = table.half_sets(require_both=True)
+    if halves is None and len(table) < 2:
+        raise GumalignError(f"{particles}: {len(table)} particle(s); gold-standard half maps need at least 2")
     stack = StarStack(table, tuple(tilt_range) if tilt_range is not None else None)
-    halves = table.half_sets()
     if halves is None:
         info("rlnRandomSubset absent: particles assigned to half sets alternately (1, 2, 1, 2, ...)", quiet)
     with functools.partial(progress_bar, quiet=quiet)("averaging half sets", len(table)) as advance:
@@ -71,7 +86,7 @@ def gold_standard_halves(particles: Path, tilt_range, pixel_size, batch_size: in
             device=resolve_device(device), regularisation=CONSTANT_REGULARISATION, progress=advance,
         )
     info(f"{particles}: half sets of {result.counts[0]} and {result.counts[1]} particles averaged", quiet)
-    return result.half1, result.half2, voxel_size
+    return result.unfiltered_half1, result.unfiltered_half2, voxel_size
 
 
 @handle_errors
@@ -108,7 +123,7 @@ def command(
 
     from gumalign.errors import GumalignError
     from gumalign.io.mrc import read_volume
-    from gumalign.metrics.fsc import fsc_with_mask, soft_spherical_mask
+    from gumalign.metrics.fsc import check_mask, fsc_with_mask, soft_spherical_mask
     from gumalign.metrics.fsc_files import write_fsc_xml, write_postprocess_star
     from gumalign.plots import fsc_plot
 
@@ -121,7 +136,9 @@ def command(
         if maps or ref is not None:
             raise GumalignError("--gold-standard takes no maps and no --ref")
         map1, map2, voxel_size = gold_standard_halves(particles, tilt_range, pixel_size, batch_size, device, quiet)
-        names = (f"{particles.name} half 1", f"{particles.name} half 2")
+        # data_general names the half maps (rlnUnfilteredMapHalf1/2): write them, beside --out.
+        half_paths = (out.with_name(out.stem + "_half1.mrc"), out.with_name(out.stem + "_half2.mrc"))
+        names = tuple(str(p) for p in half_paths)
         versus_reference = False
     elif ref is not None:
         if len(maps) != 1:
@@ -147,22 +164,26 @@ def command(
             raise GumalignError(
                 f"{mask}: mask of {mask_data.shape[::-1]} voxels does not match maps of {map1.shape[::-1]}"
             )
-        if mask_data.min() < -1e-3 or mask_data.max() > 1 + 1e-3:
-            raise GumalignError(
-                f"{mask}: mask values must lie in 0..1, found {mask_data.min():.3g}..{mask_data.max():.3g}"
-            )
+        check_mask(mask_data, str(mask))
         mask_data, mask_name = np.clip(mask_data, 0.0, 1.0), str(mask)
     else:
         mask_data, mask_name = soft_spherical_mask(box), "auto"
 
-    result = fsc_with_mask(map1, map2, voxel_size, mask_data, seed=seed)
+    result = fsc_with_mask(map1, map2, voxel_size, mask_data, seed=seed, names=names, mask_name=mask_name)
+    if gold_standard:
+        from gumalign.io.mrc import write_volume
+
+        for path, data in zip(half_paths, (map1, map2)):
+            write_volume(path, data, voxel_size)
     at_0143, at_05 = result.resolution(0.143), result.resolution(0.5)
     unmasked_0143 = result.resolution(0.143, curve="unmasked")
     threshold = 0.5 if versus_reference else 0.143
     final = at_05 if versus_reference else at_0143
 
     general = {
-        "rlnFinalResolution": final.angstrom,
+        # RELION's value: the last shell at or above the threshold (postprocessing.cpp); the interpolated one beside.
+        "rlnFinalResolution": final.relion_angstrom,
+        "gumFinalResolutionInterpolated": final.angstrom,
         "rlnUnfilteredMapHalf1": names[0],
         "rlnUnfilteredMapHalf2": names[1],
         "rlnMaskName": mask_name,
@@ -186,10 +207,18 @@ def command(
     info(f"wrote {out}, {xml}, {png}", quiet)
     if final.reached_nyquist:
         info(f"FSC stays above {threshold} up to Nyquist: the resolution is at least {final.angstrom:.2f} Å", quiet)
+    if final.below_first_shell:
+        info(
+            f"note: the FSC is below {threshold} already at shell 1 ({box * voxel_size:g} Å, the box): the maps agree "
+            f"at no resolution; reported as 999 Å, as RELION writes for shell 0",
+            quiet,
+        )
     typer.echo(
-        f"resolution_0.143={at_0143.angstrom:.2f} resolution_0.5={at_05.angstrom:.2f} "
-        f"final_resolution={final.angstrom:.2f} final_threshold={threshold:g} "
-        f"unmasked_resolution_0.143={unmasked_0143.angstrom:.2f} voxel_size={voxel_size:g} box={box} "
+        f"resolution_0.143={at_0143.relion_angstrom:.2f} resolution_0.5={at_05.relion_angstrom:.2f} "
+        f"final_resolution={final.relion_angstrom:.2f} final_threshold={threshold:g} "
+        f"interpolated_0.143={at_0143.angstrom:.2f} interpolated_0.5={at_05.angstrom:.2f} "
+        f"final_resolution_interpolated={final.angstrom:.2f} "
+        f"unmasked_resolution_0.143={unmasked_0143.relion_angstrom:.2f} voxel_size={voxel_size:g} box={box} "
         f"mask={'none' if mask_data is None else ('auto' if mask is None else 'file')} "
         f"randomised_from_shell={result.randomised_from if result.randomised_from is not None else -1}"
     )

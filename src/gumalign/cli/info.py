@@ -17,9 +17,11 @@ from gumalign.cli._common import handle_errors, out_console
 
 @handle_errors
 def command(
-    files: Annotated[List[Path], typer.Argument(help="MRC volumes (.mrc, .map, .rec) or STAR particle files.")],
+    files: Annotated[
+        List[Path], typer.Argument(help="MRC volumes (.mrc, .map, .rec, also .gz), STAR or Dynamo .tbl particle files.")
+    ],
 ) -> None:
-    """Describe MRC volumes (shape, voxel size, statistics) and STAR particle files (flavour, columns, counts)."""
+    """Describe MRC volumes (shape, voxel size, statistics) and particle files (flavour, columns, counts)."""
     import numpy as np
 
     from gumalign.errors import GumalignError
@@ -27,18 +29,20 @@ def command(
     from gumalign.io.star import read_star
 
     for path in files:
-        if path.suffix.lower() == ".star":
+        name = path.name.lower()
+        kind = name[:-3] if name.endswith(".gz") else name
+        if name.endswith((".star", ".tbl")):
             table = read_star(path)
             px = table.pixel_sizes(default=0.0)
             halves = table.half_sets()
             out_console.print(
-                f"{path}: RELION {table.version} particle file, {len(table)} particles, "
+                f"{path}: {table.flavour_name} particle file, {len(table)} particles, "
                 f"pixel size {np.unique(np.round(px, 4)).tolist()} Å, "
                 f"orientations {'yes' if table.has_angles() else 'no'}, "
                 f"half sets {'no' if halves is None else np.bincount(halves, minlength=3)[1:].tolist()}"
             )
             out_console.print(f"  columns: {' '.join(map(str, table.particles.columns))}")
-        elif path.suffix.lower() in (".mrc", ".map", ".rec", ".mrcs", ".st"):
+        elif kind.endswith((".mrc", ".map", ".rec", ".mrcs", ".st", ".ali")):
             vol = read_volume(path)
             d = vol.data
             out_console.print(
@@ -46,4 +50,4 @@ def command(
                 f"mean {d.mean():.4g}, std {d.std():.4g}, min {d.min():.4g}, max {d.max():.4g}"
             )
         else:
-            raise GumalignError(f"{path}: unknown file type (expected .mrc or .star)")
+            raise GumalignError(f"{path}: unknown file type (expected .mrc, .map, .rec (or .gz), .star or .tbl)")

@@ -296,14 +296,25 @@ class ParticleTable:
             return np.zeros((len(self), 3))
         return self.shifts_angst(default_pixel_size) / self.pixel_sizes(default_pixel_size)[:, None]
 
-    def half_sets(self) -> np.ndarray | None:
-        """rlnRandomSubset (1 or 2) per particle as int, or None when the column is absent."""
+    def half_sets(self, require_both: bool = False) -> np.ndarray | None:
+        """rlnRandomSubset (1 or 2) per particle as int, or None when the column is absent.
+
+        Args:
+            require_both: raise a GumalignError when one half set is empty (gold-standard half maps need both;
+                a RELION 3.0 file with every particle in half 1 would average to an all-zero half 2).
+        """
         if not self.has("rlnRandomSubset"):
             return None
         halves = self.numeric("rlnRandomSubset").astype(int)
         bad = set(np.unique(halves)) - {1, 2}
         if bad:
             raise GumalignError(f"{self.name}: _rlnRandomSubset must be 1 or 2, found {sorted(bad)[0]}")
+        counts = [int(np.sum(halves == h)) for h in (1, 2)]
+        if require_both and len(halves) and min(counts) == 0:
+            raise GumalignError(
+                f"{self.name}: half set {1 if counts[0] == 0 else 2} is empty (_rlnRandomSubset: {counts[0]} particles "
+                f"in half 1, {counts[1]} in half 2); fix the column, or remove it to have the particles split 1, 2, 1, 2"
+            )
         return halves
 
     def classes(self) -> np.ndarray | None:

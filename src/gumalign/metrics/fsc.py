@@ -24,6 +24,7 @@ from gumalign.fourier.grids import frequency_grid, shell_index
 
 RANDOMISE_BELOW = 0.8  # RELION postprocess: randomise phases beyond where the unmasked FSC first drops below this
 CORRECTION_OFFSET = 2  # ... and correct from that shell + 2 on (RELION's calculateFSCtrue)
+NO_RESOLUTION = 999.0  # RELION writes 999 Å for shell 0 and for a curve that never reaches the threshold
 
 
 def _check_pair(map1: np.ndarray, map2: np.ndarray) -> tuple[int, int, int]:
@@ -32,6 +33,28 @@ def _check_pair(map1: np.ndarray, map2: np.ndarray) -> tuple[int, int, int]:
     if len(set(map1.shape)) != 1:
         raise GumalignError(f"FSC needs cubic maps, got {map1.shape[2]}×{map1.shape[1]}×{map1.shape[0]} (x×y×z)")
     return map1.shape
+
+
+def check_map(volume: np.ndarray, name: str) -> None:
+    """A GumalignError when ``volume`` carries no information: all zeros, one value everywhere, or non-finite."""
+    volume = np.asarray(volume)
+    if not np.all(np.isfinite(volume)):
+        raise GumalignError(f"{name}: the map holds NaN or Inf values")
+    if not np.any(volume):
+        raise GumalignError(f"{name}: the map is empty (every voxel is 0); an FSC of it means nothing")
+    if float(volume.max()) == float(volume.min()):
+        raise GumalignError(f"{name}: the map has one value ({float(volume.max()):g}) everywhere; it has no signal")
+
+
+def check_mask(mask: np.ndarray, name: str) -> None:
+    """A GumalignError when ``mask`` is zero everywhere (nothing would be compared) or outside 0..1."""
+    mask = np.asarray(mask)
+    if not np.all(np.isfinite(mask)):
+        raise GumalignError(f"{name}: the mask holds NaN or Inf values")
+    if mask.min() < -1e-3 or mask.max() > 1 + 1e-3:
+        raise GumalignError(f"{name}: mask values must lie in 0..1, found {mask.min():.3g}..{mask.max():.3g}")
+    if not np.any(mask > 1e-6):
+        raise GumalignError(f"{name}: the mask is zero everywhere; nothing would be compared")
 
 
 def fsc(map1: np.ndarray, map2: np.ndarray) -> np.ndarray:
@@ -76,43 +99,60 @@ def shell_voxel_counts(box: int) -> np.ndarray:
 
 
 def shell_resolution_angstrom(box: int, voxel_size: float) -> np.ndarray:
-    """(box//2 + 1,) resolution in Å of each shell: box·voxel_size / shell (inf for shell 0)."""
+    """(box//2 + 1,) resolution in Å of each shell: box·voxel_size / shell; 999 for shell 0, as RELION writes it
+    (postprocessing.cpp: ``res = (i > 0) ? XSIZE * angpix / i : 999.``)."""
     shells = np.arange(box // 2 + 1, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(shells > 0, box * voxel_size / np.where(shells > 0, shells, 1.0), np.inf)
+    return np.where(shells > 0, box * voxel_size / np.where(shells > 0, shells, 1.0), NO_RESOLUTION)
 
 
 @dataclass
 class Resolution:
-    """Where an FSC curve first falls below a threshold.
+    """Where an FSC curve falls below a threshold, as RELION postprocess reports it.
 
     Attributes:
-        angstrom: resolution in Å = box·voxel_size / shell, with ``shell`` interpolated linearly between the last shell
-            at or above the threshold and the first below it. At Nyquist (2·voxel_size) when the curve never falls
-            below.
-        shell: that fractional shell (cycles per box).
+        angstrom: the interpolated resolution in Å = box·voxel_size / ``shell`` (RELION's --interpolate value):
+            ``shell`` lies linearly between the last shell at or above the threshold and the next. At Nyquist
+            (2·voxel_size) when the curve never falls below; NO_RESOLUTION (999 Å) when it is below at shell 1.
+        shell: that fractional shell (cycles per box); 0 when the curve is below the threshold at shell 1.
         reached_nyquist: True when the curve stays at or above the threshold up to N//2.
+        last_shell: the last shell s >= 1 such that every shell 1..s is at or above the threshold (0: none).
+        relion_angstrom: RELION's rlnFinalResolution: box·voxel_size / last_shell (postprocessing.cpp: the last shell
+            before the first one below the threshold), NO_RESOLUTION when last_shell is 0.
     """
 
     angstrom: float
     shell: float
     reached_nyquist: bool
+    last_shell: int = 0
+    relion_angstrom: float = NO_RESOLUTION
+
+    @property
+    def below_first_shell(self) -> bool:
+        """True when the curve is below the threshold already at shell 1: the maps agree at no resolution."""
+        return self.last_shell == 0
 
 
 def resolution_at(curve: np.ndarray, threshold: float, box: int, voxel_size: float) -> Resolution:
-    """Resolution where ``curve`` (per shell 0..N//2) first falls below ``threshold`` (searching from shell 1)."""
+    """Resolution where ``curve`` (per shell 0..N//2) first falls below ``threshold`` (searching from shell 1).
+
+    The resolution is never coarser than the box: a curve below the threshold at shell 1 has none
+    (:attr:`Resolution.below_first_shell`, 999 Å), rather than an extrapolation towards shell 0.
+    """
     curve = np.asarray(curve, dtype=np.float64)
     below = np.flatnonzero(curve[1:] < threshold) + 1
     if len(below) == 0:
         shell = float(len(curve) - 1)
-        return Resolution(angstrom=box * voxel_size / shell, shell=shell, reached_nyquist=True)
+        angstrom = box * voxel_size / shell
+        return Resolution(angstrom, shell, True, int(shell), angstrom)
     first = int(below[0])
-    upper, lower = curve[first - 1], curve[first]
-    # Linear interpolation in shell between (first - 1, upper >= threshold) and (first, lower < threshold).
+    last = first - 1
+    if last == 0:
+        return Resolution(NO_RESOLUTION, 0.0, False, 0, NO_RESOLUTION)
+    upper, lower = curve[last], curve[first]
+    # Linear interpolation in shell between (last, upper >= threshold) and (first, lower < threshold).
     fraction = (upper - threshold) / (upper - lower) if upper != lower else 0.0
-    shell = first - 1 + float(fraction)
-    angstrom = box * voxel_size / shell if shell > 0 else np.inf
-    return Resolution(angstrom=float(angstrom), shell=shell, reached_nyquist=False)
+    shell = last + float(fraction)
+    return Resolution(float(box * voxel_size / shell), shell, False, last, float(box * voxel_size / last))
 
 
 def soft_spherical_mask(box: int, radius: float | None = None, edge_width: float | None = None) -> np.ndarray:
@@ -171,8 +211,9 @@ class FSCResult:
 
     @property
     def resolution_inv_angstrom(self) -> np.ndarray:
-        """(N//2 + 1,) spatial frequency of each shell in 1/Å."""
-        return self.shells / (self.box * self.voxel_size)
+        """(N//2 + 1,) spatial frequency of each shell in 1/Å: 1 / resolution_angstrom, so 1/999 for shell 0 (as
+        RELION's rlnResolution)."""
+        return 1.0 / self.resolution_angstrom
 
     @property
     def resolution_angstrom(self) -> np.ndarray:
@@ -207,6 +248,8 @@ def fsc_with_mask(
     mask: np.ndarray | None,
     *,
     seed: int = 0,
+    names: tuple[str, str] = ("map 1", "map 2"),
+    mask_name: str = "mask",
 ) -> FSCResult:
     """Unmasked, masked, phase-randomised and corrected FSC of two maps, as RELION postprocess computes them.
 
@@ -215,16 +258,24 @@ def fsc_with_mask(
         voxel_size: Å per voxel.
         mask: (N, N, N) float mask in [0, 1] applied to both maps, or None for the unmasked FSC only.
         seed: seed of the random phases (same seed, same curve).
+        names, mask_name: how errors name the maps and the mask.
+
+    Raises:
+        GumalignError: maps of different or non-cubic shapes, an empty (all-zero) or constant map, a mask that is
+            zero everywhere or outside 0..1.
     """
     map1 = np.asarray(map1, dtype=np.float64)
     map2 = np.asarray(map2, dtype=np.float64)
     box = _check_pair(map1, map2)[0]
+    check_map(map1, names[0])
+    check_map(map2, names[1])
     unmasked = fsc(map1, map2)
     if mask is None:
         return FSCResult(box, voxel_size, unmasked, None, None, unmasked.copy(), None)
     mask = np.asarray(mask, dtype=np.float64)
     if mask.shape != map1.shape:
-        raise GumalignError(f"mask of shape {mask.shape} does not match maps of shape {map1.shape}")
+        raise GumalignError(f"{mask_name}: mask of shape {mask.shape} does not match maps of shape {map1.shape}")
+    check_mask(mask, mask_name)
     masked = fsc(map1 * mask, map2 * mask)
     randomised_from = first_shell_below(unmasked, RANDOMISE_BELOW)
     if randomised_from >= len(unmasked):

@@ -1,0 +1,50 @@
+"""The options every command that writes a STAR file shares: --star-version, --tomograms, --optimisation-set.
+
+No heavy imports here (the CLI's --help must not load torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+StarVersion = Annotated[
+    Optional[str],
+    typer.Option(
+        "--star-version",
+        help="RELION flavour of the STAR written: 3.1, 4 or 5 (default: the input's; 3.0 and Dynamo input: 3.1). "
+        "An output ending in .tbl is a Dynamo table.",
+        show_default=False,
+    ),
+]
+Tomograms = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--tomograms",
+        help="RELION 5 tomograms.star: tomogram sizes to centre rlnCoordinate* for --star-version 5; named in the "
+        "optimisation set.",
+    ),
+]
+OptimisationSet = Annotated[
+    bool,
+    typer.Option(
+        "--optimisation-set", help="Also write <out>_optimisation_set.star (RELION 5) naming the particles file."
+    ),
+]
+
+
+def prepare_output(table, star_version: str | None, tomograms: Path | None, optimisation_set: bool):
+    """``table`` set up to be written as asked; a GumalignError now (before any work) when it cannot be."""
+    if star_version is None and tomograms is None and not optimisation_set:
+        return table
+    return table.for_output(star_version, tomograms=tomograms, optimisation_set=optimisation_set)
+
+
+def report_notes(table, quiet: bool) -> None:
+    """Print the notes reading the table produced (angles wrapped, ...) on stderr."""
+    from gumalign.cli._common import info
+
+    for note in table.notes:
+        info(note, quiet)
