@@ -308,3 +308,193 @@ def test_models_show_exits_2_on_invalid_files(tmp_path, bare_model):
         assert "Traceback" not in result.output and str(path.name) in result.output, (kind, result.output)
     shown = runner.invoke(app, ["models", "show", str(bare_model)])
     assert shown.exit_code == 0 and "unverified" in shown.output, shown.output
+
+
+# --- training: checkpoints in generations, complete resume keys --------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL or a full disk: nothing in gumalign catches it."""
+
+
+def _tiny_training(seed=4):
+    from gumalign.train import PairSet  # noqa: F401  (the data type built below)
+    from tests.test_train import rough_blob, synthetic_pairs
+
+    return synthetic_pairs(4, 1, rough_blob()).split(0.0, 0)  # 4 training pairs, no validation
+
+
+def _train(out, epochs, resume=False, shift_search=False):
+    from gumalign.models import build_model
+    from gumalign.train import TrainOptions, train_model
+
+    train, val = _tiny_training()
+    model = build_model("gumnet-tiny", seed=4 if not resume else 99)
+    options = TrainOptions(epochs=epochs, batch_size=4, lr=1e-3, decay=1e-3, seed=4, shift_search=shift_search)
+    train_model(model, train, val, options, out, resume=resume)
+    return model
+
+
+def _weights_sha256(model) -> str:
+    """sha256 of the model's weights as safetensors bytes (what save_model writes)."""
+    from safetensors.torch import save
+
+    return hashlib.sha256(save({k: v.contiguous() for k, v in model.state_dict().items()})).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def straight_sha256(tmp_path_factory):
+    return _weights_sha256(_train(tmp_path_factory.mktemp("straight"), 2))
+
+
+@pytest.mark.parametrize("step", ["model", "optimizer", "state", "cleanup"])
+def test_a_kill_during_a_checkpoint_write_still_resumes_to_the_same_weights(tmp_path, monkeypatch, straight_sha256,
+                                                                            step):
+    """Epoch 2's checkpoint write is interrupted after each of its steps (leaving a torn file where a kill would);
+    --resume continues from the last whole generation and ends with the uninterrupted run's weights."""
+    import gumalign.train.checkpoint as checkpoint
+
+    real = {name: getattr(checkpoint, name) for name in ("save_tensors", "write_text_atomic", "_remove_other_generations")}
+    calls = {"save_tensors": 0}
+
+    def torn(path):
+        Path(path).write_bytes(b"torn")  # what a kill in the middle of writing leaves
+        raise _Killed
+
+    def save_tensors(tensors, path, metadata=None):
+        calls["save_tensors"] += 1
+        second_epoch = calls["save_tensors"] > 2
+        if second_epoch and step == "model" and calls["save_tensors"] == 3:
+            torn(path)
+        real["save_tensors"](tensors, path, metadata)
+        if second_epoch and step == "optimizer" and calls["save_tensors"] == 4:
+            raise _Killed
+
+    def write_text_atomic(path, text):
+        if calls["save_tensors"] > 2 and step == "state":
+            raise _Killed  # atomic: the old state.json stays
+        real["write_text_atomic"](path, text)
+
+    def remove_other_generations(folder, keep):
+        if calls["save_tensors"] > 2 and step == "cleanup":
+            raise _Killed
+        real["_remove_other_generations"](folder, keep)
+
+    monkeypatch.setattr(checkpoint, "save_tensors", save_tensors)
+    monkeypatch.setattr(checkpoint, "write_text_atomic", write_text_atomic)
+    monkeypatch.setattr(checkpoint, "_remove_other_generations", remove_other_generations)
+    with pytest.raises(_Killed):
+        _train(tmp_path, 2)
+    for name, function in real.items():
+        monkeypatch.setattr(checkpoint, name, function)
+
+    state = checkpoint.read_checkpoint_state(tmp_path / "checkpoint")  # the last whole generation, verified
+    assert state["epoch"] == (2 if step == "cleanup" else 1)
+    resumed = _train(tmp_path, 2, resume=True)
+    assert _weights_sha256(resumed) == straight_sha256
+    files = checkpoint.generation_files(2)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == sorted([*files.values(), "state.json"])
+
+
+def test_state_without_hashes_is_refused(tmp_path):
+    from gumalign.errors import GumalignError
+    from gumalign.train.checkpoint import read_checkpoint_state
+
+    _train(tmp_path, 1)
+    path = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    del state["sha256"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(GumalignError, match="cannot be verified"):
+        read_checkpoint_state(tmp_path / "checkpoint")
+
+
+def test_resume_refuses_a_checkpoint_made_with_shift_search_when_the_flag_is_gone(tmp_path):
+    from gumalign.errors import GumalignError
+
+    _train(tmp_path, 1, shift_search=True)
+    with pytest.raises(GumalignError, match="different shift_search"):
+        _train(tmp_path, 2, resume=True, shift_search=False)
+
+
+@pytest.fixture
+def pairs_star(tmp_path):
+    from tests.test_train import _write_pairs_star
+
+    _write_pairs_star(tmp_path / "data", n=4)
+    return tmp_path / "data" / "pairs.star"
+
+
+def _train_cli(pairs_star, out, *extra):
+    return runner.invoke(app, [
+        "train", "--pairs", str(pairs_star), "--arch", "gumnet-tiny", "--batch-size", "4", "--lr", "1e-3",
+        "--val-fraction", "0", "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out), *extra,
+    ])
+
+
+def test_train_resume_with_fewer_epochs_is_refused_and_a_torn_first_checkpoint_does_not_block_a_fresh_run(
+    tmp_path, pairs_star, monkeypatch
+):
+    import gumalign.train.checkpoint as checkpoint
+
+    out = tmp_path / "run"
+    assert _train_cli(pairs_star, out, "--epochs", "2").exit_code == 0
+    before = _snapshot(out)
+    _one_line_error(_train_cli(pairs_star, out, "--epochs", "1", "--resume"), "has 2 epochs", "--epochs 2 or more")
+    assert _snapshot(out) == before
+
+    # A kill during the very first checkpoint write: no state.json yet, so a fresh run may use the folder.
+    fresh = tmp_path / "fresh"
+    real = checkpoint.write_text_atomic
+
+    def killed(path, text):
+        raise _Killed
+
+    monkeypatch.setattr(checkpoint, "write_text_atomic", killed)
+    with pytest.raises(_Killed):
+        _train_cli(pairs_star, fresh, "--epochs", "1")
+    monkeypatch.setattr(checkpoint, "write_text_atomic", real)
+    result = _train_cli(pairs_star, fresh, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((fresh / "model.json").read_text())["training"]["epochs"] == 1
+
+
+def test_train_outputs_are_all_or_nothing_and_refuse_to_replace_the_init_model(tmp_path, pairs_star, monkeypatch):
+    import gumalign.weights as registry
+    from gumalign.models import build_model
+
+    init = tmp_path / "init"
+    registry.save_model(build_model("gumnet-tiny", seed=1), {"name": "init", "validation": {}}, init)
+    before = _snapshot(init)
+    _one_line_error(_train_cli(pairs_star, init, "--epochs", "1", "--init", str(init)), "would overwrite the input")
+    assert _snapshot(init) == before
+
+    out = tmp_path / "run"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "model.json"))
+
+    import gumalign.io.atomic as atomic
+
+    real = atomic.write_text_atomic
+    monkeypatch.setattr(atomic, "write_text_atomic", full_disk)
+    _one_line_error(_train_cli(pairs_star, out, "--epochs", "1"), "model.json", "No space left on device")
+    monkeypatch.setattr(atomic, "write_text_atomic", real)
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["checkpoint"], left  # no model.safetensors without its record, no loss.png, no temporary folder
+    assert _train_cli(pairs_star, out, "--epochs", "1", "--resume").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "loss.png", "model.json", "model.safetensors"]
+
+
+def test_train_particles_at_another_pixel_size_than_the_reference_are_refused(tmp_path):
+    ref = smooth_blob((32,) * 3, seed=2, radius=10.0)
+    write_volume(tmp_path / "ref.mrc", ref, 10.0)
+    write_volume(tmp_path / "p.mrc", ref, 12.0)
+    star = _star(["p.mrc 1"], ["rlnImageName", "rlnOpticsGroup"]).replace(f"{PIXEL} {N} 3", "12.0 32 3")
+    (tmp_path / "p.star").write_text(star)
+    result = runner.invoke(app, [
+        "train", "--particles", str(tmp_path / "p.star"), "--ref", str(tmp_path / "ref.mrc"), "--arch", "gumnet-tiny",
+        "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "m"), "--quiet",
+    ])
+    _one_line_error(result, "pixel size 12 Å differs from the reference's 10 Å")
+    assert not (tmp_path / "m").exists()

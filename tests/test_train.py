@@ -18,7 +18,7 @@ from gumalign.io.mrc import write_volume
 from gumalign.io.star import ParticleTable, write_star
 from gumalign.models import build_model
 from gumalign.train import PairSet, TrainOptions, evaluate, keras_decayed_lr, train_model, zscore
-from gumalign.train.checkpoint import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
+from gumalign.train.checkpoint import STATE_FILE, generation_files
 
 N = 32
 
@@ -142,8 +142,10 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
         assert a["val"]["loss"] == pytest.approx(b["val"]["loss"], abs=1e-6)
     # The checkpoint is safetensors + JSON only (never a pickle).
+    # One generation is kept (epoch 2's); the epoch-1 files went once state.json pointed at the new ones.
     folder = tmp_path / "split" / "checkpoint"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([MODEL_FILE, OPTIMIZER_FILE, STATE_FILE])
+    files = generation_files(2)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([files["model"], files["optimizer"], STATE_FILE])
     assert json.loads((folder / STATE_FILE).read_text())["step"] == 6
 
 
@@ -159,9 +161,10 @@ def test_resume_refuses_other_data_and_torn_checkpoints(tmp_path):
     with pytest.raises(GumalignError, match="different lr"):
         train_model(build_model("gumnet-tiny"), train, val, TrainOptions(epochs=2, batch_size=4, lr=1e-4), tmp_path,
                     resume=True)
-    data = bytearray((tmp_path / "checkpoint" / MODEL_FILE).read_bytes())
+    model_file = tmp_path / "checkpoint" / generation_files(1)["model"]
+    data = bytearray(model_file.read_bytes())
     data[-1] ^= 0xFF
-    (tmp_path / "checkpoint" / MODEL_FILE).write_bytes(bytes(data))
+    model_file.write_bytes(bytes(data))
     with pytest.raises(GumalignError, match="torn checkpoint"):
         train_model(build_model("gumnet-tiny"), train, val, TrainOptions(epochs=2, batch_size=4, lr=1e-3), tmp_path,
                     resume=True)

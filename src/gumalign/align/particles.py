@@ -38,14 +38,22 @@ def check_pixel_size(table: ParticleTable, reference, reference_name: str = "") 
 
 @dataclass
 class WeightSource:
-    """Where each particle's observed-region weight comes from: rlnCtfImage files, a tilt range, or nothing.
+    """Where each particle's observed-region weight and CTF come from: rlnCtfImage files, a tilt range, or nothing.
 
-    Weights are returned in the centred N³ layout, scaled to a maximum of 1.
+    rlnCtfImage is read in any of RELION's layouts (gumalign.io.ctf). Two views of it:
+
+    - :meth:`for_rows`, the weight for alignment scoring: |CTF| (the square root of a premultiplied file's CTF²),
+      centred N³, scaled to a maximum of 1 per particle (a wedge-like observation weight).
+    - :meth:`ctf_for_rows`, RELION's terms for averaging, unscaled: (c, d) with the estimate
+      Σ c·P / (Σ d + λ): c = CTF and d = CTF² for data that are not CTF-premultiplied; c = 1 (0 where RELION 4's
+      multiplicity is below its threshold) and d = the file's CTF² for premultiplied data
+      (rlnCtfDataAreCtfPremultiplied = 1). A tilt-range wedge w gives c = d = w.
     """
 
     box: int
     paths: list[Path] | None = None
     tilt_range: tuple[float, float] | None = None
+    premultiplied: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def shared(self) -> np.ndarray | None:
@@ -59,26 +67,41 @@ class WeightSource:
         return wedge_mask((self.box,) * 3, self.tilt_range, "centred")
 
     def for_rows(self, rows: np.ndarray) -> np.ndarray:
-        """(B, N, N, N) weights for the given particle rows, or (1, N, N, N) when shared."""
+        """(B, N, N, N) scoring weights for the given particle rows, or (1, N, N, N) when shared."""
         shared = self.shared()
         if shared is not None:
             return shared[None]
-        return np.stack([self._load(self.paths[r]) for r in rows])
+        return np.stack([self._load(r)[0] for r in rows])
 
-    def _load(self, path: Path) -> np.ndarray:
-        if path not in self._cache:
-            if not path.is_file():
-                raise GumalignError(f"weight file {path} (rlnCtfImage) does not exist")
-            data = read_volume(path).data
-            if data.shape != (self.box,) * 3:
-                raise GumalignError(
-                    f"{path}: rlnCtfImage of shape {data.shape} is not the centred {self.box}³ cube gumalign reads"
-                )
-            peak = float(np.abs(data).max())
-            self._cache[path] = (np.abs(data) / peak if peak > 0 else data).astype(np.float32)
+    def ctf_for_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(c, d), each (B, N, N, N) float32 centred (or (1, N, N, N) when shared): see the class docstring."""
+        shared = self.shared()
+        if shared is not None:
+            return shared[None], shared[None]
+        loaded = [self._load(r) for r in rows]
+        return np.stack([item[1] for item in loaded]), np.stack([item[2] for item in loaded])
+
+    def _is_premultiplied(self, row: int) -> bool:
+        return bool(self.premultiplied[row]) if self.premultiplied is not None else False
+
+    def _load(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from gumalign.io.ctf import read_ctf_image
+
+        path, premultiplied = self.paths[row], self._is_premultiplied(row)
+        key = (path, premultiplied)
+        if key not in self._cache:
+            ctf = read_ctf_image(path, self.box)
+            if premultiplied:
+                square = np.abs(ctf.values)
+                magnitude, c, d = np.sqrt(square), ctf.observed, square
+            else:
+                magnitude, c, d = np.abs(ctf.values), ctf.values, ctf.values**2
+            peak = float(magnitude.max())
+            score = (magnitude / peak if peak > 0 else magnitude).astype(np.float32)
+            self._cache[key] = (score, c.astype(np.float32), d.astype(np.float32))
             if len(self._cache) > 4096:  # bounded: per-particle weights of huge sets are not all kept
                 self._cache.pop(next(iter(self._cache)))
-        return self._cache[path]
+        return self._cache[key]
 
 
 def iter_particle_batches(
@@ -100,5 +123,5 @@ def weight_source_for(table: ParticleTable, box: int, tilt_range: tuple[float, f
     """Per-particle rlnCtfImage when present, else the tilt range, else no wedge (DESIGN.md)."""
     paths = table.weight_paths()
     if paths is not None:
-        return WeightSource(box=box, paths=paths)
+        return WeightSource(box=box, paths=paths, premultiplied=table.ctf_premultiplied())
     return WeightSource(box=box, tilt_range=tilt_range)

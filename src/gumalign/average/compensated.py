@@ -155,13 +155,23 @@ class FourierAccumulator:
         self.denominator = torch.zeros(shape, dtype=torch.float64, device=device)
         self.count = 0
 
-    def add(self, spectra: torch.Tensor, weights_rfft: torch.Tensor | None) -> None:
-        """Add (B, N, N, N//2+1) spectra of particles in the reference frame with their rotated rfft weights."""
+    def add(
+        self, spectra: torch.Tensor, weights_rfft: torch.Tensor | None, denominator_rfft: torch.Tensor | None = None
+    ) -> None:
+        """Add (B, N, N, N//2+1) spectra of particles in the reference frame with their rotated rfft weights.
+
+        Args:
+            weights_rfft: c, multiplying each spectrum in the numerator (B or 1, ...).
+            denominator_rfft: d, summed in the denominator; default c (0/1 observation weights).
+        """
         if len(spectra) == 0:
             return
         if self.compensate:
+            d = weights_rfft if denominator_rfft is None else denominator_rfft
             self.numerator += (spectra * weights_rfft).sum(dim=0).to(torch.complex128)
-            self.denominator += weights_rfft.sum(dim=0).to(torch.float64)
+            self.denominator += (d.expand(spectra.shape[0], *d.shape[1:]) if len(d) == 1 else d).sum(dim=0).to(
+                torch.float64
+            )
         else:
             self.numerator += spectra.sum(dim=0).to(torch.complex128)
             self.denominator += float(len(spectra))
@@ -234,6 +244,11 @@ def _lambda_volume(per_shell: np.ndarray, box: int, device: torch.device) -> tor
     return torch.as_tensor(per_shell[shells], dtype=torch.float64, device=device)
 
 
+def _take(weights: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """The rows ``select`` of per-particle weights; weights shared by the batch (leading size 1) broadcast."""
+    return weights.expand(len(select), *weights.shape[1:]) if len(weights) == 1 else weights[select]
+
+
 def _as_stack(particles, weights) -> ParticleStack:
     if isinstance(particles, np.ndarray) or isinstance(particles, torch.Tensor):
         return ArrayStack(np.asarray(particles), None if weights is None else np.asarray(weights))
@@ -290,6 +305,7 @@ def average_particles(
     halves, assigned = assign_halves(n, halves)
     device = torch.device(device)
     box = stack.box
+    load_ctf = getattr(stack, "load_ctf", None)
     sums = {1: FourierAccumulator(box, device, compensate), 2: FourierAccumulator(box, device, compensate)}
     for rows in iter_batches(n, batch_size):
         volumes, batch_weights = stack.load(rows)
@@ -297,12 +313,24 @@ def average_particles(
         o = torch.as_tensor(shifts_px[rows], dtype=torch.float32, device=device)
         aligned = to_reference_frame(torch.as_tensor(volumes, device=device), a, o)
         spectra = torch.fft.rfftn(aligned, dim=(-3, -2, -1))
-        rotated = None
+        numerator_w = denominator_w = None
         if compensate:
-            rotated = _centred_to_rfft(rotate_weights(torch.as_tensor(batch_weights, device=device), a))
+            terms = load_ctf(rows) if load_ctf is not None else None
+            if terms is None:  # a 0/1 (or fractional) observation weight: c = d = w
+                numerator_w = denominator_w = _centred_to_rfft(
+                    rotate_weights(torch.as_tensor(batch_weights, device=device), a)
+                )
+            else:  # RELION's c·P and d (CTF, CTF²; or 1, CTF² for premultiplied data), rotated unclamped
+                c, d = (torch.as_tensor(t, device=device) for t in terms)
+                numerator_w = _centred_to_rfft(transform_volumes(c, a.transpose(-1, -2)))
+                denominator_w = _centred_to_rfft(transform_volumes(d, a.transpose(-1, -2)).clamp_min(0.0))
         for half, accumulator in sums.items():
             select = torch.as_tensor(np.flatnonzero(halves[rows] == half), device=device)
-            accumulator.add(spectra[select], None if rotated is None else rotated[select])
+            accumulator.add(
+                spectra[select],
+                None if numerator_w is None else _take(numerator_w, select),
+                None if denominator_w is None else _take(denominator_w, select),
+            )
         if progress is not None:
             progress(len(rows))
     full = sums[1].merged(sums[2])

@@ -2,7 +2,9 @@
 
 A stack hands out particles with their observed-region weights (centred N³ layout, RELION's rlnCtfImage cube):
 ``load(rows) -> (volumes (B, N, N, N) float32 [z, y, x], weights (B or 1, N, N, N) float32)``; weights shared by every
-particle come back once, as (1, N, N, N).
+particle come back once, as (1, N, N, N). A stack may also offer ``load_ctf(rows) -> (c, d)``, RELION's averaging
+terms (the estimate is Σ c·P / (Σ d + λ): c = CTF and d = CTF², or c = 1 and d = CTF² for premultiplied data; see
+gumalign.align.particles.WeightSource); without it, c = d = the weight (a 0/1 wedge).
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ class ArrayStack:
     Args:
         volumes: (N, D, D, D) float array [z, y, x].
         weights: None (fully observed), one (D, D, D) centred weight shared by all, or (N, D, D, D) per particle.
+        ctf: None, or (c, d): RELION's averaging terms, each (D, D, D) shared or (N, D, D, D) centred.
     """
 
-    def __init__(self, volumes: np.ndarray, weights: np.ndarray | None = None):
+    def __init__(self, volumes: np.ndarray, weights: np.ndarray | None = None, ctf=None):
         volumes = np.asarray(volumes, dtype=np.float32)
         if volumes.ndim != 4 or len(set(volumes.shape[1:])) != 1:
             raise GumalignError(f"particles must be (N, D, D, D) cubes, got shape {volumes.shape}")
@@ -57,6 +60,16 @@ class ArrayStack:
         if weights.shape[1:] != volumes.shape[1:] or weights.shape[0] not in (1, len(volumes)):
             raise GumalignError(f"weights of shape {weights.shape} do not match particles of shape {volumes.shape}")
         self.weights = weights
+        self.ctf = None
+        if ctf is not None:
+            terms = []
+            for term in ctf:
+                term = np.asarray(term, dtype=np.float32)
+                term = term[None] if term.ndim == 3 else term
+                if term.shape[1:] != volumes.shape[1:] or term.shape[0] not in (1, len(volumes)):
+                    raise GumalignError(f"CTF terms of shape {term.shape} do not match particles of shape {volumes.shape}")
+                terms.append(term)
+            self.ctf = tuple(terms)
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -66,13 +79,20 @@ class ArrayStack:
         weights = self.weights if len(self.weights) == 1 else self.weights[rows]
         return self.volumes[rows], weights
 
+    def load_ctf(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.ctf is None:
+            return None
+        rows = np.asarray(rows, dtype=int)
+        return tuple(t if len(t) == 1 else t[rows] for t in self.ctf)
+
 
 class StarStack:
     """Particles of a RELION STAR file, read from their MRC files on demand.
 
     Weights follow gumalign.align.particles (the same rules as `gumalign align`): rlnCtfImage when the table has it
-    (RELION's centred N³ cube, scaled to a maximum of 1, cached by path); otherwise one missing-wedge weight from
-    ``tilt_range``; otherwise the particles count as fully observed.
+    (any of RELION's layouts; ``load`` gives the scoring weight |CTF| scaled to a maximum of 1, ``load_ctf`` RELION's
+    averaging terms, premultiplied data respected); otherwise one missing-wedge weight from ``tilt_range``; otherwise
+    the particles count as fully observed.
 
     Args:
         table: a gumalign.io.star.ParticleTable.
@@ -126,6 +146,13 @@ class StarStack:
             return volumes, self._shared[None]
         return volumes, self.weights.for_rows(rows)
 
+    def load_ctf(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RELION's averaging terms (c, d) for ``rows`` (see the module docstring)."""
+        rows = np.asarray(rows, dtype=int)
+        if self._shared is not None:
+            return self._shared[None], self._shared[None]
+        return self.weights.ctf_for_rows(rows)
+
 
 class SubsetStack:
     """The particles ``rows`` of another stack, renumbered 0..len(rows)-1."""
@@ -140,6 +167,10 @@ class SubsetStack:
 
     def load(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.stack.load(self.rows[np.asarray(rows, dtype=int)])
+
+    def load_ctf(self, rows: np.ndarray):
+        load = getattr(self.stack, "load_ctf", None)
+        return None if load is None else load(self.rows[np.asarray(rows, dtype=int)])
 
 
 def load_all(stack: ParticleStack, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

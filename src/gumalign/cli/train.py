@@ -85,6 +85,9 @@ def command(
         ),
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Use an --init model file that has no record or does not match it.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: all available cores).", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed for the initialisation, data split, order and simulation.")] = 0,
@@ -104,7 +107,8 @@ def command(
     from gumalign.models.gumnet import ARCHITECTURES, build_model, parameter_count
     from gumalign.train.data import load_templates, pairs_from_pairs_star, pairs_from_particles, simulated_pairs
     from gumalign.train.loop import CHECKPOINT_DIR, TrainOptions, plot_history
-    from gumalign.weights import load_model, save_model
+    from gumalign.io.atomic import atomic_outputs
+    from gumalign.weights import load_model, resolve_model, save_model
 
     sources = [particles is not None or ref is not None, pairs is not None, bool(simulate)]
     if sum(sources) != 1:
@@ -113,11 +117,25 @@ def command(
         raise GumalignError("--particles and --ref go together")
     if arch is not None and arch not in ARCHITECTURES:
         raise GumalignError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    from gumalign.cli._common import check_output_folder, refuse_overwriting_inputs
+    from gumalign.train.checkpoint import has_checkpoint, read_checkpoint_state
+
     checkpoint = out / CHECKPOINT_DIR
-    if resume and not (checkpoint / "state.json").is_file():
+    if resume and not has_checkpoint(checkpoint):
         raise GumalignError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/state.json); run without --resume")
-    if not resume and checkpoint.exists():
+    if not resume and has_checkpoint(checkpoint):
         raise GumalignError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
+    if resume:
+        done_epochs = int(read_checkpoint_state(checkpoint).get("epoch", 0))
+        if epochs < done_epochs:
+            raise GumalignError(
+                f"{out}: the checkpoint has {done_epochs} epochs already; --epochs counts all of them, so give "
+                f"--epochs {done_epochs} or more"
+            )
+    check_output_folder(out)
+    outputs = [out / "loss.png", out / "model.safetensors", out / "model.json"]
+    init_files = [resolve_model(init)[0]] if init is not None else []
+    refuse_overwriting_inputs(outputs, [particles, ref, pairs, *init_files])
 
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(threads or available)
@@ -128,6 +146,11 @@ def command(
     if pairs is not None:
         data = pairs_from_pairs_star(pairs)
     elif particles is not None:
+        from gumalign.align.particles import check_pixel_size
+        from gumalign.io.mrc import read_volume
+        from gumalign.io.star import read_star
+
+        check_pixel_size(read_star(particles), read_volume(ref), str(ref))  # as `align` refuses it
         data = pairs_from_particles(particles, ref, tuple(tilt_range) if tilt_range else None)
     else:
         snrs = _parse_snrs(snr)
@@ -150,7 +173,7 @@ def command(
     # Model.
     init_record = None
     if init is not None:
-        model, init_record = load_model(init, "cpu")
+        model, init_record = load_model(init, "cpu", allow_unverified=allow_unverified)
         if arch is not None and arch != model.config.arch:
             raise GumalignError(f"--init {init} is a {model.config.arch!r} model, not --arch {arch!r}")
     else:
@@ -170,7 +193,6 @@ def command(
     )
 
     # Outputs.
-    plot_history(history, out / "loss.png")
     last_val = history[-1]["val"] or {}
     record = {
         "name": out.name,
@@ -197,7 +219,11 @@ def command(
         },
         "validation": last_val,
     }
-    weights = save_model(model, record, out)
+    # All three or none: a full disk here leaves the checkpoint, and `--resume` writes them again.
+    with atomic_outputs(outputs) as tmp:
+        plot_history(history, tmp[out / "loss.png"])
+        save_model(model, record, tmp[out / "model.json"].parent)
+    weights = out / "model.safetensors"
     info(f"wrote {weights} and {out / 'model.json'}, {out / 'loss.png'}", quiet)
     if "rotation_error" in last_val:
         info(_errors_line("validation", last_val), quiet)

@@ -173,10 +173,26 @@ class ParticleTable:
         return self._resolve(self.particles["rlnImageName"], "rlnImageName")
 
     def weight_paths(self) -> list[Path] | None:
-        """Each particle's 3D weight (rlnCtfImage, RELION's N³ centred cube), or None when the column is absent."""
+        """Each particle's 3D CTF or weight (rlnCtfImage, any of RELION's layouts), or None when the column is absent."""
         if not self.has("rlnCtfImage"):
             return None
         return self._resolve(self.particles["rlnCtfImage"], "rlnCtfImage")
+
+    def ctf_premultiplied(self) -> np.ndarray:
+        """(N,) bool: rlnCtfDataAreCtfPremultiplied of each particle (its row, else its optics group; False when
+        absent). RELION 4 and 5 subtomograms are premultiplied: their rlnCtfImage holds CTF², the data CTF·F."""
+        column = "rlnCtfDataAreCtfPremultiplied"
+        if self.has(column):
+            return self.numeric(column) != 0
+        if self.optics is not None and column in self.optics.columns and len(self):
+            values = _numeric_column(self.optics, column) != 0
+            groups = (_numeric_column(self.optics, "rlnOpticsGroup").astype(int)
+                      if "rlnOpticsGroup" in self.optics.columns else np.arange(1, len(values) + 1))
+            by_group = dict(zip(groups.tolist(), values.tolist()))
+            if len(by_group) == 1 or not self.has("rlnOpticsGroup"):
+                return np.full(len(self), bool(values[0]))
+            return np.array([by_group.get(g, False) for g in self.numeric("rlnOpticsGroup").astype(int)])
+        return np.zeros(len(self), dtype=bool)
 
     # -- geometry -----------------------------------------------------------------------------------------------
     def pixel_sizes(self, default: float | None = None) -> np.ndarray:

@@ -186,7 +186,8 @@ def train_model(
     start_epoch, step = 0, 0
     if resume:
         state = load_checkpoint(folder, model, optimizer, device)
-        changed = [k for k in fixed if state.get("fixed", {}).get(k) != fixed[k]]
+        saved = state.get("fixed", {})  # both ways: an option on in either run and off in the other counts
+        changed = sorted(k for k in set(fixed) | set(saved) if saved.get(k) != fixed.get(k))
         if changed:
             raise GumalignError(
                 f"{folder}: the checkpoint was made with different {', '.join(changed)}; "
