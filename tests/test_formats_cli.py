@@ -150,3 +150,53 @@ def test_gold_standard_writes_the_half_maps_it_names_and_matches_average_then_fs
     pair = starfile.read(out2, always_dict=True)["fsc"]["rlnFourierShellCorrelationCorrected"].to_numpy()
     np.testing.assert_allclose(pair, gold, atol=1e-4)  # one estimator, one regulariser, the same maps
     assert read_star(star).half_sets().tolist() == [1, 2] * 6
+
+
+def test_average_takes_a_dynamo_table_and_gives_the_stars_map(tmp_path):
+    """The same particles, poses written once as RELION angles/origins and once as Dynamo tdrot/tilt/narot and dx:
+    `average` gives the same map from both (same particle -> same matrix and shift)."""
+    from gumalign.io.dynamo import relion_to_dynamo
+    from gumalign.io.mrc import read_volume
+    from tests.test_average import octahedral_particles, write_dataset
+
+    template, group, a, origins, weight, particles = octahedral_particles()
+    (tmp_path / "star").mkdir()
+    star = write_dataset(tmp_path / "star", particles, a, origins, halves=[1, 2] * 4)
+    dyn = tmp_path / "dyn"
+    dyn.mkdir()
+    angles = relion_to_dynamo(a)
+    rows = []
+    for i, volume in enumerate(particles):
+        write_volume(dyn / f"particle_{i + 1:06d}.mrc", volume, 10.0)
+        values = [0.0] * 36
+        values[0], values[1] = i + 1, 1
+        values[3:6] = -origins[i]  # Dynamo: centre = x + dx; RELION: centre = coordinate - origin
+        values[6:9] = angles[i]
+        values[19], values[21] = 1, i % 2 + 1
+        values[35] = 10.0
+        rows.append(" ".join(f"{v:.9g}" for v in values))
+    (dyn / "parts.tbl").write_text("\n".join(rows) + "\n")
+    maps = {}
+    for name, particles_file in (("star", star), ("dyn", dyn / "parts.tbl")):
+        out = tmp_path / name / "avg.mrc"
+        result = runner.invoke(app, ["average", "--particles", str(particles_file), "--out", str(out),
+                                     "--tilt-range", "-60", "60", "--device", "cpu", "--quiet",
+                                     "--regularisation", "0.01"])
+        assert result.exit_code == 0, result.output
+        maps[name] = read_volume(out).data
+    np.testing.assert_allclose(maps["dyn"], maps["star"], atol=1e-4 * np.abs(maps["star"]).max())
+    from gumalign.metrics import pearson
+
+    assert pearson(maps["dyn"], template) > 0.9
+
+
+def test_info_notes_wrapped_angles_and_refuses_a_duplicate_column(tmp_path):
+    from tests.test_star import STAR_31
+
+    path = tmp_path / "wild.star"
+    path.write_text(STAR_31.replace("p1.mrc 10.0 20.0 30.0", "p1.mrc 3867.0 20.0 30.0").lstrip())
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "angles outside ±180° (e.g. 3867°); wrapped" in " ".join(result.output.split())
+    path.write_text(STAR_31.replace("_myLabNote #10", "_rlnClassNumber #10").lstrip())
+    _one_error_line(runner.invoke(app, ["info", str(path)]), "column _rlnClassNumber appears twice")

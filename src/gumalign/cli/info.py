@@ -12,7 +12,7 @@ from typing import Annotated, List
 
 import typer
 
-from gumalign.cli._common import handle_errors, out_console
+from gumalign.cli._common import err_console, handle_errors, out_console
 
 
 @handle_errors
@@ -33,6 +33,8 @@ def command(
         kind = name[:-3] if name.endswith(".gz") else name
         if name.endswith((".star", ".tbl")):
             table = read_star(path)
+            for note in table.notes:
+                err_console.print(note, soft_wrap=True)
             px = table.pixel_sizes(default=0.0)
             halves = table.half_sets()
             out_console.print(
