@@ -16,6 +16,11 @@ where it is in its training regime (near-identity residual, small shift); its an
 This is our deviation from the seed's single pass: a compact network trained on a CPU budget cannot learn all of
 SO(3), but it learns a 50° neighbourhood well, and 60 cheap matching passes (the particle's features are computed
 once) cover the rest.
+
+One pass (models with a full-SO(3) head, ``config.one_pass``: gumnet-so3, gumnet-so3-mh; issue 13): one forward pass
+per particle against the cached reference features gives K scored rotation hypotheses; the ``hypotheses`` (k <= 4)
+best-scored ones each get one FFT translation search (gumalign.align.scoring.translation_search, all k·B in one
+batched call), the best constrained correlation wins, then the polish pass as above. No start loop.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class GumNetAligner:
         polish: extra passes after the best start: the particle is re-centred by the shift found so far and the
             network estimates the residual rotation from the current one, which puts it back in its training regime
             (relative rotations near the identity, small shifts); kept only where the score rises.
+        hypotheses: for one-pass models, how many of the best-scored hypotheses get an FFT translation search
+            (1..4; more cost one FFT search each per particle).
     """
 
     name = "gumnet"
@@ -57,6 +64,7 @@ class GumNetAligner:
         self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 32, max_shift=None,
         starts: str = "auto",
         polish: int = 1,
+        hypotheses: int = 4,
     ):
         from gumalign.devices import resolve_device
 
@@ -77,6 +85,9 @@ class GumNetAligner:
         if polish < 0:
             raise GumalignError(f"polish passes must be 0 or more, got {polish}")
         self.polish = int(polish)
+        if not 1 <= int(hypotheses) <= 4:
+            raise GumalignError(f"hypotheses must be 1 to 4, got {hypotheses}")
+        self.hypotheses = min(int(hypotheses), int(self.model.config.n_anchors)) if self.one_pass else 1
         self._cache_key: bytes | None = None
         self._cache_features = None
 
@@ -86,6 +97,10 @@ class GumNetAligner:
         import torch
         from scipy.spatial.transform import Rotation
 
+        if self.one_pass:
+            if starts not in ("auto", "none"):
+                raise GumalignError(f"a one-pass model ({self.model.config.arch}) runs without starts, not {starts!r}")
+            starts = "none"
         if starts == "auto":
             local = self.model.config.rotation == "rotvec" or _trained_with_max_angle(self.record)
             starts = "icosahedral" if local else "none"
@@ -98,6 +113,41 @@ class GumNetAligner:
         else:
             raise GumalignError(f"unknown Gum-Net start set {starts!r}; choose auto, icosahedral or none")
         return torch.as_tensor(matrices, dtype=torch.float32, device=self.device)
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the model answers any rotation in one pass (a full-SO(3) hypothesis head)."""
+        return bool(getattr(self.model.config, "one_pass", False))
+
+    def _top_hypotheses(self, f_a, f_b, refs, ref_w, parts, part_w):
+        """One pass of a full-SO(3) head: the k best-scored hypotheses of every particle, one FFT translation search
+        each (one batched call for all k·B), the best constrained correlation wins.
+
+        Args: f_a (B or 1, C, 6, 6, 6) reference features, f_b (B, C, 6, 6, 6) particle features; volumes and
+        weights as in :meth:`align`.
+
+        Returns:
+            rotations (B, 3, 3), shifts (B, 3), scores (B,).
+        """
+        import torch
+
+        from gumalign.align.scoring import translation_search
+
+        count, k = f_b.shape[0], self.hypotheses
+        logits, rotations = self.model.hypotheses(self.model.match(f_a.expand(count, *f_a.shape[1:]), f_b))
+        top = logits.topk(k, dim=1).indices  # (B, k), best first
+        rows = torch.arange(count, device=top.device)[:, None]
+        cand = rotations[rows, top].transpose(0, 1).reshape(k * count, 3, 3)  # hypothesis-major: [h0 of all, h1, ...]
+
+        def tile(x):  # one shared volume broadcasts; per-particle ones repeat once per hypothesis
+            x = torch.as_tensor(x)
+            return x if len(x) == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
+
+        shift, score = translation_search(tile(refs), tile(ref_w), tile(parts), tile(part_w), cand, self.max_shift)
+        score = score.reshape(k, count)
+        best = score.argmax(dim=0)
+        idx = torch.arange(count, device=best.device)
+        return cand.reshape(k, count, 3, 3)[best, idx], shift.reshape(k, count, 3)[best, idx], score[best, idx]
 
     def _check_box(self, volumes: np.ndarray, what: str) -> None:
         if volumes.ndim != 4 or volumes.shape[1:] != (self.box,) * 3:
@@ -120,7 +170,8 @@ class GumNetAligner:
         return torch.stack(out)
 
     def _reference_features(self, reference: np.ndarray):
-        """Start features of one reference (S, 1, C, 6, 6, 6), cached on the reference's bytes."""
+        """Start features of one reference (S, 1, C, 6, 6, 6), cached on the reference's bytes (S = 1, the identity,
+        for a one-pass model)."""
         import torch
 
         key = hashlib.sha1(np.ascontiguousarray(reference, dtype=np.float32).tobytes()).digest()
@@ -241,7 +292,10 @@ class GumNetAligner:
                     f_starts = self._start_features(refs)
                 ref_w = reference_weights if len(reference_weights) == 1 else reference_weights[start:stop]
                 part_w = particle_weights if len(particle_weights) == 1 else particle_weights[start:stop]
-                rot, shift, score = self._best_start(f_starts, f_b, refs, ref_w, parts, part_w)
+                if self.one_pass:
+                    rot, shift, score = self._top_hypotheses(f_starts[0], f_b, refs, ref_w, parts, part_w)
+                else:
+                    rot, shift, score = self._best_start(f_starts, f_b, refs, ref_w, parts, part_w)
                 for _ in range(self.polish):
                     rot, shift, score = self._polish(refs, ref_w, parts, part_w, rot, shift, score)
                 rotations.append(rot.double().cpu().numpy())

@@ -11,7 +11,10 @@ from gumalign.errors import GumalignError
 
 # name -> (module, class, one-line description)
 METHODS: dict[str, tuple[str, str, str]] = {
-    "gumnet": ("gumalign.align.gumnet", "GumNetAligner", "Gum-Net: one forward pass per particle (shipped model)"),
+    "gumnet": (
+        "gumalign.align.gumnet", "GumNetAligner",
+        "Gum-Net: the shipped model from 60 starts, or a one-pass full-SO(3) model (--model; top-k hypotheses)",
+    ),
     "ht": ("gumalign.baselines.ht", "HTAligner", "H-T align (Xu, Beck & Alber 2012): fast rotational matching"),
     "fa": ("gumalign.baselines.fa", "FAAligner", "F&A align (Chen et al. 2013): FRM with alternating refinement"),
 }

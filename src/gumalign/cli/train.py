@@ -1,4 +1,5 @@
-"""`gumalign train`: train Gum-Net without labels, on particles + a reference, a pairs.star, or simulated pairs.
+"""`gumalign train`: train Gum-Net without labels, on particles + a reference, a pairs.star, or simulated pairs;
+or, with `--supervised`, on simulated pairs with their ground-truth rotations (symmetry-aware).
 
 The loss is 1 - Pearson(s_b, imputed T(s_a)); ground-truth orientations, when the data have them, only feed the
 validation errors printed after each epoch. A checkpoint is written every epoch; `--resume` continues a killed run
@@ -12,6 +13,8 @@ Example usage:
     gumalign train --simulate builtin:proteasome --simulate 3j9i.pdb --snr 100,0.1 --n-pairs 2000 --out model/
     gumalign train --pairs sim/pairs.star --init gumnet-compact-sim32 --lr 1e-6 --decay 5e-9 --out finetuned/
     gumalign train ... --out model/ --resume        # after an interruption
+    gumalign train --supervised --arch gumnet-so3 --simulate builtin:p97,builtin:rubisco --blobs 40 \
+        --voxel-sizes 9,12 --snr 100,1,0.1 --n-pairs 4000 --data-cache pairs.npz --out so3/   # one-pass model
 """
 
 from __future__ import annotations
@@ -68,7 +71,32 @@ def command(
         typer.Option(help="Tilt range (degrees): the wedge of simulated s_b, or of particles without rlnCtfImage."),
     ] = None,
     arch: Annotated[
-        Optional[str], typer.Option(help="Architecture: gumnet, gumnet-compact, mp, ap, sc (default gumnet-compact).")
+        Optional[str],
+        typer.Option(help="Architecture: gumnet, gumnet-compact, mp, ap, sc, or a one-pass full-SO(3) head: "
+                          "gumnet-so3 (anchors), gumnet-so3-mh (hypotheses), their -small variants "
+                          "(default gumnet-compact; gumnet-so3 with --supervised)."),
+    ] = None,
+    supervised: Annotated[
+        bool,
+        typer.Option("--supervised", help="Supervised pre-training on the ground truth of simulated pairs "
+                                          "(symmetry-aware; cross-entropy on anchors + residual for one-pass heads)."),
+    ] = False,
+    blobs: Annotated[
+        int, typer.Option(help="Add this many procedurally generated asymmetric shapes to --simulate.", min=0)
+    ] = 0,
+    voxel_sizes: Annotated[
+        Optional[str],
+        typer.Option(help="Comma-separated voxel sizes (Å) to simulate every structure at (overrides --voxel-size)."),
+    ] = None,
+    data_cache: Annotated[
+        Optional[Path],
+        typer.Option(help="Keep the simulated pairs in this .npz and reuse them when the simulation options match "
+                          "(resumed runs and design comparisons skip the simulation)."),
+    ] = None,
+    max_cpu_minutes: Annotated[
+        Optional[float],
+        typer.Option(help="Stop after the epoch in which training has used this much CPU time (resume continues).",
+                     min=0),
     ] = None,
     init: Annotated[Optional[str], typer.Option(help="Start from a trained model (built-in name or path) to fine-tune.")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (total, including those of a resumed run).", min=1)] = 20,
@@ -110,7 +138,7 @@ def command(
     from gumalign.io.atomic import atomic_outputs
     from gumalign.weights import load_model, resolve_model, save_model
 
-    sources = [particles is not None or ref is not None, pairs is not None, bool(simulate)]
+    sources = [particles is not None or ref is not None, pairs is not None, bool(simulate) or blobs > 0]
     if sum(sources) != 1:
         raise GumalignError("give exactly one data source: --particles with --ref, --pairs, or --simulate")
     if (particles is None) != (ref is None):
@@ -152,6 +180,11 @@ def command(
 
         check_pixel_size(read_star(particles), read_volume(ref), str(ref))  # as `align` refuses it
         data = pairs_from_particles(particles, ref, tuple(tilt_range) if tilt_range else None)
+    elif supervised or blobs or voxel_sizes or data_cache:
+        data = _simulated_training_data(
+            simulate, blobs, voxel_sizes, voxel_size, snr, n_pairs, seed, tilt_range, max_shift, max_angle,
+            threads or available, supervised, data_cache, quiet,
+        )
     else:
         snrs = _parse_snrs(snr)
         if not snrs:
@@ -162,6 +195,8 @@ def command(
             templates, snrs, n_pairs, seed, tilt_range_b=tuple(tilt_range) if tilt_range else (-60.0, 60.0),
             max_shift=max_shift, voxel_size=voxel_size, max_angle=max_angle, jobs=threads or available,
         )
+    if supervised and not data.has_truth:
+        raise GumalignError("--supervised needs ground-truth orientations (simulated pairs, or STAR files with angles)")
     train_set, val_set = data.split(val_fraction, seed)
     info(
         f"{len(train_set)} training and {len(val_set)} validation pairs of {data.box}³"
@@ -177,7 +212,7 @@ def command(
         if arch is not None and arch != model.config.arch:
             raise GumalignError(f"--init {init} is a {model.config.arch!r} model, not --arch {arch!r}")
     else:
-        model = build_model(arch or "gumnet-compact", seed=seed)
+        model = build_model(arch or ("gumnet-so3" if supervised else "gumnet-compact"), seed=seed)
     if data.box != model.config.box:
         raise GumalignError(f"Gum-Net takes {model.config.box}³ volumes; the training data are {data.box}³")
     info(
@@ -186,7 +221,10 @@ def command(
         quiet,
     )
 
-    options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, seed=seed, shift_search=shift_search)
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, seed=seed, shift_search=shift_search,
+        supervised=supervised, max_cpu_seconds=None if max_cpu_minutes is None else 60.0 * max_cpu_minutes,
+    )
     steps_per_epoch = -(-len(train_set) // batch_size)
     history = _run_with_progress(
         model, train_set, val_set, options, out, torch_device, resume, steps_per_epoch, quiet
@@ -211,6 +249,8 @@ def command(
             "decay": decay,
             "seed": seed,
             "shift_search": shift_search,
+            "supervised": supervised,
+            "epochs_done": len(history),
             "init": init_record.get("name", init) if init_record else None,
             "device": str(torch_device),
             "gumalign_version": __version__,
@@ -229,6 +269,50 @@ def command(
         info(_errors_line("validation", last_val), quiet)
 
 
+def _simulated_training_data(
+    simulate, blobs, voxel_sizes, voxel_size, snr, n_pairs, seed, tilt_range, max_shift, max_angle, jobs, supervised,
+    data_cache, quiet,
+):
+    """Pairs from gumalign.train.data.simulated_training_pairs (built-ins at several voxel sizes, blobs, symmetry
+    mates for --supervised), read from / written to ``data_cache`` when given."""
+    import json
+
+    from gumalign.errors import GumalignError
+    from gumalign.train.data import load_pairset, save_pairset, simulated_training_pairs
+
+    snrs = _parse_snrs(snr)
+    if not snrs:
+        raise GumalignError("--simulate needs at least one --snr")
+    try:
+        sizes = [float(v) for v in voxel_sizes.split(",")] if voxel_sizes else [float(voxel_size)]
+    except ValueError:
+        raise GumalignError(f"--voxel-sizes {voxel_sizes!r} is not a comma-separated list of numbers") from None
+    if any(v <= 0 for v in sizes):
+        raise GumalignError("--voxel-sizes must be positive")
+    options = dict(
+        structures=_split_list(simulate), snrs=snrs, n_pairs=n_pairs, seed=seed, voxel_sizes=sizes, blobs=blobs,
+        tilt_range_b=list(tilt_range) if tilt_range else [-60.0, 60.0], max_shift=max_shift, max_angle=max_angle,
+        with_mates=bool(supervised),
+    )
+    key = json.dumps(options, sort_keys=True)
+    if data_cache is not None:
+        cached = load_pairset(data_cache, key)
+        if cached is not None:
+            info(f"read {len(cached)} simulated pairs from {data_cache}", quiet)
+            return cached
+    info(f"simulating {n_pairs} pairs from {len(options['structures'])} structure(s) at {sizes} Å and {blobs} "
+         f"blob(s) at SNR {snrs}", quiet)
+    data = simulated_training_pairs(
+        options["structures"], snrs, n_pairs, seed, voxel_sizes=sizes, blobs=blobs,
+        tilt_range_b=tuple(options["tilt_range_b"]), max_shift=max_shift, max_angle=max_angle, jobs=jobs,
+        with_mates=bool(supervised),
+    )
+    if data_cache is not None:
+        save_pairset(data, data_cache, key)
+        info(f"kept the pairs in {data_cache}", quiet)
+    return data
+
+
 def _wedge_description(description: dict) -> str:
     """The missing wedges of the training data in words, for the model record."""
     if description.get("source") == "simulated":
@@ -245,11 +329,17 @@ def _errors_line(label: str, summary: dict) -> str:
         f"± {summary['rotation_error']['std']:.3f}, translation error {summary['translation_error']['mean']:.2f} "
         f"± {summary['translation_error']['std']:.2f} voxels"
     )
+    sym = summary.get("rotation_error_symmetry_aware")
+    if sym:
+        text += (f"; symmetry-aware rotation error {sym['mean']:.3f} (median {sym['median']:.3f}, "
+                 f"{100 * sym['within_15deg']:.0f}% within 15°, {100 * sym['within_30deg']:.0f}% within 30°)")
     for value, stats in (summary.get("per_snr") or {}).items():
         text += (
             f"\n  SNR {value}: rotation {stats['rotation_error']['mean']:.3f}, "
             f"translation {stats['translation_error']['mean']:.2f} (n={stats['n']})"
         )
+        if stats.get("rotation_error_symmetry_aware"):
+            text += f", symmetry-aware {stats['rotation_error_symmetry_aware']['mean']:.3f}"
     return text
 
 

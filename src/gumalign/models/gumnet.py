@@ -13,6 +13,11 @@ Architecture (seed S2, Figures S2-S5; aitom models/Gum_Net.py), for 32³ inputs:
 - Ablations (seed S2): ``mp``/``ap`` replace the four spectral pooling layers by two 2×2×2 max/average pooling layers
   with 'same' convolutions (32³ -> conv1, conv2 -> pool 16³ -> conv3, conv4 -> pool 8³ -> conv5 'valid' 6³; the
   pooling after conv2 and conv4 is our reading of Figures S3/S4); ``sc`` computes c_ab only.
+- Full-SO(3) one-pass heads (ours, issue 13; gumalign.models.so3): ``head='anchors'`` scores K anchor rotations and
+  regresses a 6D residual rotation per anchor (EPN-style); ``head='hypotheses'`` predicts K free 6D rotations with a
+  confidence each. Both keep the Siamese features and correlation branches; their FC layers have ReLUs (Gum-Net's are
+  linear) and they predict no translation (the aligner's FFT search finds it). ``forward`` returns the packed
+  (B, 7K) outputs; :meth:`GumNet.hypotheses` unpacks them into (logits (B, K), rotations (B, K, 3, 3)).
 - ``gumnet-compact`` (ours, for shipping): the same layers with half-width features (16..256) and a narrow matching
   head (128 filters per branch, FC 256): about 4 M parameters, 16 MB in float32, and about 4× cheaper per pair,
   so it trains on a CPU. ``gumnet-tiny`` exists for tests and smoke runs only.
@@ -58,6 +63,11 @@ class GumNetConfig:
         rotation: how the three rotation outputs become a matrix: 'zyz' (the seed's Euler angles) or 'rotvec'
             (a rotation vector within ``max_angle_deg``; see gumalign.models.transformer.params_to_rigid).
         max_angle_deg: range of 'rotvec' rotations.
+        head: 'gumnet' (the seed's six sigmoid outputs), 'anchors' or 'hypotheses' (full-SO(3) heads, see the module
+            docstring).
+        anchors: the anchor set of the 'anchors' head: 'icosahedral' (60) or 'fibonacci' (``n_anchors``); the
+            'hypotheses' head uses 'identity'.
+        n_anchors: K, the number of anchors or hypotheses.
     """
 
     arch: str
@@ -71,9 +81,21 @@ class GumNetConfig:
     bn_eps: float = 1e-3
     rotation: str = "zyz"
     max_angle_deg: float = 180.0
+    head: str = "gumnet"
+    anchors: str = "icosahedral"
+    n_anchors: int = 60
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if self.head == "gumnet":  # records and checkpoints of the seed's head stay as they were before the new heads
+            for key in ("head", "anchors", "n_anchors"):
+                values.pop(key)
+        return values
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the head covers SO(3) in one pass (a K-hypothesis head) rather than six transform outputs."""
+        return self.head != "gumnet"
 
     @staticmethod
     def from_dict(values: dict) -> "GumNetConfig":
@@ -105,6 +127,27 @@ ARCHITECTURES: dict[str, GumNetConfig] = {
     "gumnet-tiny": GumNetConfig(
         "gumnet-tiny", feature_channels=(4, 8, 8, 16, 16), head_channels=16, fc_units=32, bn_momentum=0.1
     ),
+    # Full-SO(3) one-pass heads (issue 13). Compact widths for shipping; 'small' halves them again for CPU budgets.
+    "gumnet-so3": GumNetConfig(
+        "gumnet-so3", feature_channels=(16, 32, 64, 128, 256), head_channels=128, fc_units=256, bn_momentum=0.1,
+        head="anchors", anchors="icosahedral", n_anchors=60,
+    ),
+    "gumnet-so3-mh": GumNetConfig(
+        "gumnet-so3-mh", feature_channels=(16, 32, 64, 128, 256), head_channels=128, fc_units=256, bn_momentum=0.1,
+        head="hypotheses", anchors="identity", n_anchors=4,
+    ),
+    "gumnet-so3-small": GumNetConfig(
+        "gumnet-so3-small", feature_channels=(8, 16, 32, 64, 128), head_channels=64, fc_units=256, bn_momentum=0.1,
+        head="anchors", anchors="icosahedral", n_anchors=60,
+    ),
+    "gumnet-so3-mh-small": GumNetConfig(
+        "gumnet-so3-mh-small", feature_channels=(8, 16, 32, 64, 128), head_channels=64, fc_units=256,
+        bn_momentum=0.1, head="hypotheses", anchors="identity", n_anchors=4,
+    ),
+    "gumnet-so3-tiny": GumNetConfig(
+        "gumnet-so3-tiny", feature_channels=(4, 8, 8, 16, 16), head_channels=16, fc_units=32, bn_momentum=0.1,
+        head="anchors", anchors="icosahedral", n_anchors=60,
+    ),
 }
 ARCH_HELP = {
     "gumnet": "Gum-Net as published (about 110 M parameters, 440 MB)",
@@ -114,6 +157,11 @@ ARCH_HELP = {
     "ap": "ablation: average pooling instead of spectral pooling",
     "sc": "ablation: single correlation map c_ab",
     "gumnet-tiny": "a toy size for tests and smoke runs",
+    "gumnet-so3": "one pass over all of SO(3): 60 icosahedral anchors, a score and a 6D residual each (compact widths)",
+    "gumnet-so3-mh": "one pass over all of SO(3): 4 free 6D rotation hypotheses with confidences (compact widths)",
+    "gumnet-so3-small": "gumnet-so3 at half the compact widths (CPU-budget comparisons)",
+    "gumnet-so3-mh-small": "gumnet-so3-mh at half the compact widths (CPU-budget comparisons)",
+    "gumnet-so3-tiny": "a toy gumnet-so3 for tests",
 }
 
 
@@ -188,7 +236,20 @@ class GumNet(nn.Module):
         flat = (2 if config.siamese else 1) * 8 * config.head_channels
         self.fc1 = nn.Linear(flat, config.fc_units)
         self.fc2 = nn.Linear(config.fc_units, config.fc_units)
-        self.out = nn.Linear(config.fc_units, 6)
+        if config.head == "gumnet":
+            self.out = nn.Linear(config.fc_units, 6)
+        elif config.head in ("anchors", "hypotheses"):
+            from gumalign.models.so3 import anchor_rotations
+
+            k = int(config.n_anchors)
+            if config.head == "hypotheses" and config.anchors != "identity":
+                raise ValueError("the 'hypotheses' head takes anchors='identity'")
+            self.logits = nn.Linear(config.fc_units, k)
+            self.residual = nn.Linear(config.fc_units, 6 * k)
+            # Stored with the weights, so a model always uses the anchors it was trained with.
+            self.register_buffer("anchor_set", torch.as_tensor(anchor_rotations(config.anchors, k), dtype=torch.float32))
+        else:
+            raise ValueError(f"unknown head {config.head!r}; choose gumnet, anchors or hypotheses")
 
     def reset_parameters(self) -> None:
         """Keras initialisation: Glorot-uniform kernels, zero biases, BN at identity; Dense 6 weights 0, bias U[-0.5, 0.5).
@@ -201,9 +262,15 @@ class GumNet(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm3d):
                 module.reset_parameters()
-        nn.init.zeros_(self.out.weight)
-        with torch.no_grad():
-            self.out.bias.uniform_(-0.5, 0.5)
+        if self.config.head == "gumnet":
+            nn.init.zeros_(self.out.weight)
+            with torch.no_grad():
+                self.out.bias.uniform_(-0.5, 0.5)
+            return
+        with torch.no_grad():  # residuals start near the identity (anchors) or spread out (free hypotheses)
+            self.residual.weight.mul_(0.01)
+            if self.config.head == "hypotheses":
+                self.residual.bias.uniform_(-0.5, 0.5)
 
     def features(self, volumes: torch.Tensor, stream: str) -> torch.Tensor:
         """(B, 32, 32, 32) volumes -> (B, C5, 6, 6, 6) L2-normalised features of stream 'a' (s_a) or 'b' (s_b)."""
@@ -212,19 +279,42 @@ class GumNet(nn.Module):
         return self.extractor(volumes[:, None], stream)
 
     def match(self, f_a: torch.Tensor, f_b: torch.Tensor) -> torch.Tensor:
-        """Features of s_a and s_b (B, C5, 6, 6, 6) -> (B, 6) sigmoid outputs."""
+        """Features of s_a and s_b (B, C5, 6, 6, 6) -> (B, 6) sigmoid outputs, or (B, 7K) packed hypotheses
+        (K logits, then 6K residual outputs) for a one-pass head (see :meth:`hypotheses`)."""
         c_ab = l2_normalise_channels(feature_correlation(f_a, f_b))
         parts = [self.branch_ab(c_ab)]
         if self.branch_ba is not None:
             c_ba = l2_normalise_channels(feature_correlation(f_b, f_a))
             parts.append(self.branch_ba(c_ba))
-        x = self.fc2(self.fc1(torch.cat(parts, dim=1)))
-        return torch.sigmoid(self.out(x))
+        if self.config.head == "gumnet":
+            x = self.fc2(self.fc1(torch.cat(parts, dim=1)))
+            return torch.sigmoid(self.out(x))
+        x = torch.relu(self.fc2(torch.relu(self.fc1(torch.cat(parts, dim=1)))))
+        return torch.cat([self.logits(x), self.residual(x)], dim=1)
+
+    def hypotheses(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed one-pass outputs (B, 7K) -> (logits (B, K), rotations (B, K, 3, 3) = Δ_k·S_k), RELION A each."""
+        from gumalign.models.so3 import sixd_to_matrix
+
+        if self.config.head == "gumnet":
+            raise ValueError(f"{self.config.arch!r} has the seed's head, not a one-pass hypothesis head")
+        k = int(self.config.n_anchors)
+        logits = params[:, :k]
+        residual = sixd_to_matrix(params[:, k:].reshape(-1, k, 6))
+        return logits, residual @ self.anchor_set.to(residual.dtype)
 
     def rigid(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 6) outputs -> (rotations (B, 3, 3), shifts (B, 3) voxels) with this model's rotation parameterisation."""
+        """(B, 6) outputs -> (rotations (B, 3, 3), shifts (B, 3) voxels) with this model's rotation parameterisation.
+
+        For a one-pass head: the highest-scoring hypothesis and zero shifts (it predicts no translation).
+        """
         from gumalign.models.transformer import params_to_rigid
 
+        if self.config.head != "gumnet":
+            logits, rotations = self.hypotheses(params)
+            best = logits.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            return rotations[rows, best], torch.zeros(len(best), 3, dtype=rotations.dtype, device=rotations.device)
         return params_to_rigid(params, self.config.box, self.config.rotation, self.config.max_angle_deg)
 
     def forward(self, s_a: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:

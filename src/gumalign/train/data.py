@@ -8,7 +8,10 @@ Three sources:
 - pairs simulated on the fly from templates (gumalign.simulate.imaging.simulate_pairs).
 
 Ground truth follows the aligner convention: s_b ≈ transform_volumes(s_a, R, t), R = RELION's A and t = -origin in
-pixels (x, y, z). It is used only to report validation errors, never in the loss.
+pixels (x, y, z). The unsupervised loss never uses it (it feeds the validation errors); ``gumalign train --supervised``
+does, through ``PairSet.mates``: every rotation equivalent to R under the template's point group (R itself for an
+asymmetric template). Training shapes can include procedurally generated asymmetric blobs
+(:func:`random_blob_templates`) beside the built-ins at several voxel sizes.
 Every volume is z-scored (zero mean, unit standard deviation) on loading, as the original did.
 """
 
@@ -53,6 +56,8 @@ class PairSet:
         snr: (n,) SNR label of each pair (for per-SNR validation errors) or None.
         voxel_size: Å, or None when unknown.
         description: provenance written into the model record (source files, SNRs, wedge, ...).
+        mates: (n, G, 3, 3) float32 rotations equivalent to ``rotations`` under each pair's template symmetry
+            (R_b·g·R_aᵀ; padded by repeating R), or None (then R alone, see :meth:`mates_batch`).
     """
 
     a_volumes: np.ndarray
@@ -66,6 +71,7 @@ class PairSet:
     snr: np.ndarray | None = None
     voxel_size: float | None = None
     description: dict = field(default_factory=dict)
+    mates: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.b_volumes)
@@ -94,7 +100,16 @@ class PairSet:
             rotations=pick(self.rotations),
             shifts=pick(self.shifts),
             snr=pick(self.snr),
+            mates=pick(self.mates),
         )
+
+    def mates_batch(self, rows: np.ndarray) -> np.ndarray:
+        """(B, G, 3, 3) float32 symmetry-equivalent true rotations of the pairs at ``rows`` (G = 1 without symmetry)."""
+        if not self.has_truth:
+            raise GumalignError("supervised training needs pairs with ground-truth orientations")
+        if self.mates is not None:
+            return self.mates[rows]
+        return self.rotations[rows][:, None].astype(np.float32)
 
     def batch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(s_a, s_b, w_a, w_b) arrays (B, N, N, N) for the pairs at ``rows``."""
@@ -305,6 +320,7 @@ def simulated_pairs(
     voxel_size: float = 12.0,
     max_angle: float | None = None,
     jobs: int = 1,
+    symmetries: dict[str, np.ndarray] | None = None,
 ) -> PairSet:
     """``n_pairs`` pairs simulated from every template at every SNR, via gumalign.simulate.imaging.simulate_pairs:
     s_a without a missing wedge (±90°), s_b with the ``tilt_range_b`` wedge, each at a random pose.
@@ -320,6 +336,8 @@ def simulated_pairs(
         max_angle: largest relative rotation between s_a and s_b in degrees (None: any rotation).
         jobs: worker threads, one (template, SNR) combination each (the numerical work releases the GIL); the pairs
             do not depend on it.
+        symmetries: {name: (G, 3, 3) point-group operators} (gumalign.train.symmetry.template_symmetries); when given,
+            the result carries ``mates`` (templates not named get the identity).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -356,6 +374,16 @@ def simulated_pairs(
     rots = [np.asarray(r[0].rotations, dtype=np.float64) for r in results]
     shifts = [np.asarray(r[0].shifts, dtype=np.float64) for r in results]
     labels = [np.full(count, float(snrs[si])) for (_, si), count in zip(combos, per)]
+    mates = None
+    if symmetries is not None:
+        from gumalign.train.symmetry import equivalent_rotations
+
+        groups = [np.asarray(symmetries.get(names[ti], np.eye(3)[None])) for ti, _ in combos]
+        size = max(len(g) for g in groups)
+        mates = np.concatenate([
+            _pad_mates(equivalent_rotations(r[0].rotations_a, r[0].rotations_b, g), size)
+            for r, g in zip(results, groups)
+        ]).astype(np.float32)
     last = results[-1][0]
     weights = np.stack([last.weight_a, last.weight_b]).astype(np.float32)
     n = sum(per)
@@ -370,6 +398,7 @@ def simulated_pairs(
         shifts=np.concatenate(shifts),
         snr=np.concatenate(labels),
         voxel_size=voxel_size,
+        mates=mates,
         description={
             "source": "simulated",
             "structures": names,
@@ -383,6 +412,146 @@ def simulated_pairs(
             "seed": seed,
         },
     )
+
+
+def _pad_mates(mates: np.ndarray, size: int) -> np.ndarray:
+    """(n, G, 3, 3) -> (n, size, 3, 3) by repeating the first mate (a repeated mate changes no min or set)."""
+    if mates.shape[1] == size:
+        return mates
+    return np.concatenate([mates, np.repeat(mates[:, :1], size - mates.shape[1], axis=1)], axis=1)
+
+
+def concatenate_pairsets(sets: list[PairSet]) -> PairSet:
+    """One PairSet holding every pair of ``sets`` in order (volume and weight tables stacked, indices offset).
+
+    Ground truth and mates are kept when every set has them; ``voxel_size`` is kept when all agree; the descriptions
+    are listed under 'parts'.
+    """
+    if not sets:
+        raise GumalignError("no pair sets to concatenate")
+    if len(sets) == 1:
+        return sets[0]
+    a_off = np.cumsum([0] + [len(s.a_volumes) for s in sets[:-1]])
+    w_off = np.cumsum([0] + [len(s.weights) for s in sets[:-1]])
+    truth = all(s.has_truth for s in sets)
+    with_mates = truth and any(s.mates is not None for s in sets)
+    mates = None
+    if with_mates:
+        parts = [s.mates if s.mates is not None else s.rotations[:, None].astype(np.float32) for s in sets]
+        size = max(m.shape[1] for m in parts)
+        mates = np.concatenate([_pad_mates(m, size) for m in parts]).astype(np.float32)
+    sizes = {s.voxel_size for s in sets}
+    return PairSet(
+        a_volumes=np.concatenate([s.a_volumes for s in sets]),
+        a_index=np.concatenate([s.a_index + o for s, o in zip(sets, a_off)]),
+        b_volumes=np.concatenate([s.b_volumes for s in sets]),
+        weights=np.concatenate([s.weights for s in sets]),
+        weight_a=np.concatenate([s.weight_a + o for s, o in zip(sets, w_off)]),
+        weight_b=np.concatenate([s.weight_b + o for s, o in zip(sets, w_off)]),
+        rotations=np.concatenate([s.rotations for s in sets]) if truth else None,
+        shifts=np.concatenate([s.shifts for s in sets]) if truth else None,
+        snr=np.concatenate([s.snr for s in sets]) if all(s.snr is not None for s in sets) else None,
+        voxel_size=sizes.pop() if len(sizes) == 1 else None,
+        mates=mates,
+        description={"source": "combined", "n_pairs": int(sum(len(s) for s in sets)),
+                     "parts": [s.description for s in sets]},
+    )
+
+
+_PAIRSET_ARRAYS = ("a_volumes", "a_index", "b_volumes", "weights", "weight_a", "weight_b", "rotations", "shifts",
+                   "snr", "mates")
+
+
+def save_pairset(pairs: PairSet, path: str | Path, key: str = "") -> None:
+    """Write a PairSet to an .npz (no pickle; description as JSON) with a ``key`` naming how it was made."""
+    import json
+
+    from gumalign.io.atomic import atomic_path
+
+    arrays = {name: getattr(pairs, name) for name in _PAIRSET_ARRAYS if getattr(pairs, name) is not None}
+    meta = json.dumps({"key": key, "voxel_size": pairs.voxel_size, "description": pairs.description})
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, _meta=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
+
+
+def load_pairset(path: str | Path, key: str | None = None) -> PairSet | None:
+    """A PairSet written by :func:`save_pairset`, or None when the file is missing or was made with another ``key``."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["_meta"]).decode())
+            if key is not None and meta.get("key") != key:
+                return None
+            arrays = {name: data[name] for name in _PAIRSET_ARRAYS if name in data.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise GumalignError(f"{path}: unreadable pair cache ({exc})") from None
+    return PairSet(voxel_size=meta.get("voxel_size"), description=meta.get("description") or {}, **arrays)
+
+
+MAX_BLOB_SELF_CORRELATION = 0.85
+
+
+def _max_self_correlation(density: np.ndarray) -> float:
+    """Highest self-correlation of ``density`` under 2-, 3- and 4-fold rotations about its principal axes (where a
+    near-symmetry of a random shape would show)."""
+    from gumalign.train.symmetry import rotation_about, self_correlations
+
+    n = density.shape[0]
+    z, y, x = np.indices(density.shape, dtype=np.float64) - n // 2
+    coords = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
+    w = density.ravel().astype(np.float64)
+    _, vectors = np.linalg.eigh((coords.T * w) @ coords / w.sum())
+    rotations = np.stack([rotation_about(vectors[:, i], 2 * np.pi / k) for i in range(3) for k in (2, 3, 4)])
+    return float(self_correlations(density, rotations).max())
+
+
+def random_blob_templates(count: int, seed: int, box: int = 32, radius: float = 6.0) -> dict[str, np.ndarray]:
+    """``count`` procedurally generated asymmetric shapes: random sums of anisotropic Gaussians.
+
+    Each shape has 6-16 Gaussian components of random orientation, widths of 0.7-2.2 voxels per axis and positive
+    weights, at centres spread over a random anisotropic ellipsoid of about ``radius`` voxels (some components
+    chained off others for arms and lobes); it is then moved so that its centre of mass sits at the box centre N // 2
+    and scaled to a maximum of 1. A draw that a 2-, 3- or 4-fold rotation about one of its principal axes leaves
+    with a self-correlation above 0.85 is drawn again (nearly symmetric shapes would make the supervised targets
+    ambiguous). Shape i depends only on (seed, i).
+
+    Returns:
+        {'blob<seed>-<i>': (box³) float32 density}.
+    """
+    from scipy.ndimage import shift as nd_shift
+    from scipy.spatial.transform import Rotation
+
+    out: dict[str, np.ndarray] = {}
+    centre = box // 2
+    zz, yy, xx = np.indices((box,) * 3, dtype=np.float64) - centre
+    coords = np.stack([xx, yy, zz], axis=-1)  # (x, y, z) relative to the centre
+    for i in range(count):
+        for attempt in range(20):
+            rng = np.random.default_rng([seed, 5150, i, attempt])
+            n = int(rng.integers(6, 17))
+            extent = radius * rng.uniform(0.5, 1.1, size=3)
+            centres = rng.uniform(-1, 1, size=(n, 3)) * extent
+            for j in range(1, n):  # chain some components off earlier ones: arms and lobes, not a round cloud
+                if rng.random() < 0.4:
+                    centres[j] = centres[rng.integers(0, j)] + rng.normal(0, 2.5, size=3)
+            density = np.zeros((box,) * 3)
+            for j in range(n):
+                axes = Rotation.random(random_state=rng).as_matrix()
+                sigmas = rng.uniform(0.7, 2.2, size=3)
+                local = (coords - centres[j]) @ axes  # coordinates in the component's own axes
+                density += rng.uniform(0.3, 1.0) * np.exp(-0.5 * np.sum((local / sigmas) ** 2, axis=-1))
+            com = (coords * density[..., None]).reshape(-1, 3).sum(axis=0) / density.sum()
+            density = np.clip(nd_shift(density, shift=-com[::-1], order=1, mode="constant"), 0, None)  # [z, y, x]
+            density = (density / density.max()).astype(np.float32)
+            if _max_self_correlation(density) <= MAX_BLOB_SELF_CORRELATION:
+                break
+        out[f"blob{seed}-{i}"] = density
+    return out
 
 
 def load_templates(structures: list[str], box: int, voxel_size: float, resolution: float | None = None) -> dict[str, np.ndarray]:
@@ -408,3 +577,78 @@ def load_templates(structures: list[str], box: int, voxel_size: float, resolutio
         name = structure.name if structure.name not in templates else spec
         templates[name] = np.asarray(structure.density, dtype=np.float32)
     return templates
+
+
+def simulated_training_pairs(
+    structures: list[str],
+    snrs: list[float],
+    n_pairs: int,
+    seed: int,
+    *,
+    voxel_sizes: list[float] = (12.0,),
+    blobs: int = 0,
+    tilt_range_b: tuple[float, float] = (-60.0, 60.0),
+    max_shift: float = 7.0,
+    max_angle: float | None = None,
+    jobs: int = 1,
+    with_mates: bool = False,
+    box: int = 32,
+) -> PairSet:
+    """Simulated pairs from ``structures`` at every voxel size of ``voxel_sizes`` plus ``blobs`` procedurally
+    generated asymmetric shapes (:func:`random_blob_templates`, simulated at the first voxel size).
+
+    The ``n_pairs`` are split over the (structure, voxel size) templates and the blob set in proportion to their
+    counts; a structure that does not fit the box at a voxel size is skipped there (and named in the description).
+    With ``with_mates`` the pairs carry their symmetry mates (gumalign.train.symmetry) for the supervised loss.
+    Templates are named 'NAME@VOXEL' ('blob<seed>-<i>' for blobs). Same arguments, same pairs.
+    """
+    groups: list[tuple[float, dict[str, np.ndarray]]] = []
+    skipped: list[str] = []
+    for v, size in enumerate(voxel_sizes):
+        templates: dict[str, np.ndarray] = {}
+        for spec in structures:
+            try:
+                one = load_templates([spec], box=box, voxel_size=float(size))
+            except GumalignError as exc:
+                if "fit" not in str(exc).lower() and "box" not in str(exc).lower():
+                    raise
+                skipped.append(f"{spec}@{size:g}")
+                continue
+            for name, density in one.items():
+                templates[f"{name}@{size:g}"] = density
+        if v == 0 and blobs:
+            templates.update(random_blob_templates(blobs, seed, box))
+        if templates:
+            groups.append((float(size), templates))
+    if not groups:
+        raise GumalignError("no training templates fit the box at the given voxel sizes")
+    total = sum(len(t) for _, t in groups)
+    sets = []
+    done = 0
+    for g, (size, templates) in enumerate(groups):
+        count = n_pairs - done if g == len(groups) - 1 else int(round(n_pairs * len(templates) / total))
+        done += count
+        symmetries = None
+        if with_mates:
+            from gumalign.train.symmetry import template_symmetries
+
+            symmetries = template_symmetries(templates)
+        sets.append(simulated_pairs(
+            templates, snrs, count, seed + 1000 * g, tilt_range_b=tilt_range_b, max_shift=max_shift, voxel_size=size,
+            max_angle=max_angle, jobs=jobs, symmetries=symmetries,
+        ))
+    data = concatenate_pairsets(sets)
+    if len(sets) > 1:
+        data.description = {
+            "source": "simulated", "structures": [n for _, t in groups for n in t], "snrs": [float(s) for s in snrs],
+            "n_pairs": len(data), "voxel_sizes": [float(v) for v in voxel_sizes], "blobs": int(blobs),
+            "skipped": skipped, "tilt_range_a": [-90.0, 90.0],
+            "tilt_range_b": [float(tilt_range_b[0]), float(tilt_range_b[1])],
+            "max_shift_per_subtomogram": float(max_shift),
+            "max_relative_angle": None if max_angle is None else float(max_angle), "seed": seed,
+            "symmetry_mates": bool(with_mates),
+        }
+    else:
+        data.description = dict(data.description, voxel_sizes=[float(v) for v in voxel_sizes], blobs=int(blobs),
+                                skipped=skipped, symmetry_mates=bool(with_mates))
+    return data

@@ -3,7 +3,11 @@
 Schedule (seed S2): Adam with Keras' time decay, lr_k = lr / (1 + decay·k) at optimizer step k = 0, 1, ... (Keras 2.2
 ``decay``); Keras' Adam epsilon 1e-7. Each epoch visits the training pairs in an order drawn from a generator seeded by
 (seed, epoch), so nothing random needs saving and a resumed run repeats exactly what an uninterrupted one does.
-Ground truth, when the data have it, is only used for the validation errors reported after each epoch.
+Ground truth, when the data have it, is only used for the validation errors reported after each epoch, except in
+supervised mode (``TrainOptions.supervised``, ``gumalign train --supervised``): then the loss is the symmetry-aware
+supervised loss of gumalign.models.so3 on the pairs' symmetry mates (cross-entropy on the anchors plus the residual
+loss for one-pass heads; min over mates of ||R - R_g||_F² for the seed's head). Translation is not supervised: the
+aligner's FFT search finds it.
 On the CPU a resumed run is bitwise identical to an uninterrupted one (same thread count); on a GPU it agrees to
 rounding only, since CUDA's grid_sample backward accumulates with atomics.
 """
@@ -45,6 +49,8 @@ class TrainOptions:
     decay: float = 2e-8
     seed: int = 0
     shift_search: bool = False
+    supervised: bool = False
+    max_cpu_seconds: float | None = None  # stop after the epoch in which this process's CPU time passes this budget
 
 
 @dataclass
@@ -55,27 +61,50 @@ class Evaluation:
     rotation_errors: np.ndarray | None = None
     translation_errors: np.ndarray | None = None
     snr: np.ndarray | None = None
+    symmetric_rotation_errors: np.ndarray | None = None
 
     def summary(self) -> dict:
-        """{'loss', 'n', and with ground truth 'rotation_error'/'translation_error' {mean, std}, 'per_snr'}."""
+        """{'loss', 'n', and with ground truth 'rotation_error'/'translation_error' {mean, std}, 'per_snr'};
+        with symmetry mates also 'rotation_error_symmetry_aware' {mean, std, median, within_15deg, within_30deg}."""
         out: dict = {"loss": self.loss}
         if self.rotation_errors is None:
             return out
-        out.update(_error_stats(self.rotation_errors, self.translation_errors))
+        out.update(_error_stats(self.rotation_errors, self.translation_errors, self.symmetric_rotation_errors))
         if self.snr is not None:
+            sym = self.symmetric_rotation_errors
             out["per_snr"] = {
-                f"{value:g}": _error_stats(self.rotation_errors[self.snr == value], self.translation_errors[self.snr == value])
+                f"{value:g}": _error_stats(
+                    self.rotation_errors[self.snr == value], self.translation_errors[self.snr == value],
+                    None if sym is None else sym[self.snr == value],
+                )
                 for value in np.unique(self.snr)
             }
         return out
 
 
-def _error_stats(rot: np.ndarray, trans: np.ndarray) -> dict:
+# Frobenius rotation errors of 15° and 30° (2·sqrt(2)·sin(θ/2)).
+WITHIN_15 = 2 * np.sqrt(2) * np.sin(np.radians(15) / 2)
+WITHIN_30 = 2 * np.sqrt(2) * np.sin(np.radians(30) / 2)
+
+
+def rotation_stats(errors: np.ndarray) -> dict:
+    """{mean, std, median, within_15deg, within_30deg} of Frobenius rotation errors."""
+    errors = np.asarray(errors, dtype=np.float64)
     return {
+        "mean": float(np.mean(errors)), "std": float(np.std(errors)), "median": float(np.median(errors)),
+        "within_15deg": float(np.mean(errors <= WITHIN_15)), "within_30deg": float(np.mean(errors <= WITHIN_30)),
+    }
+
+
+def _error_stats(rot: np.ndarray, trans: np.ndarray, sym: np.ndarray | None = None) -> dict:
+    out = {
         "n": int(len(rot)),
         "rotation_error": {"mean": float(np.mean(rot)), "std": float(np.std(rot))},
         "translation_error": {"mean": float(np.mean(trans)), "std": float(np.std(trans))},
     }
+    if sym is not None:
+        out["rotation_error_symmetry_aware"] = rotation_stats(sym)
+    return out
 
 
 def keras_decayed_lr(lr: float, decay: float, step: int) -> float:
@@ -109,11 +138,29 @@ def pair_loss(
     return loss, params, rotations, shifts
 
 
+def supervised_pair_loss(model: GumNet, s_a, s_b, mates) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, params, rotations, shifts) for one batch in supervised mode: the symmetry-aware loss of
+    gumalign.models.so3 against ``mates`` (B, G, 3, 3); rotations/shifts are the model's top answer."""
+    from gumalign.models.so3 import single_rotation_loss, supervised_loss
+
+    params = model(s_a, s_b)
+    rotations, shifts = model.rigid(params)
+    if model.config.one_pass:
+        logits, hypotheses = model.hypotheses(params)
+        mode = "hypotheses" if model.config.head == "hypotheses" else "anchors"
+        loss, _ = supervised_loss(logits, hypotheses, model.anchor_set, mates, mode)
+    else:
+        loss = single_rotation_loss(rotations, mates)
+    return loss, params, rotations, shifts
+
+
 @torch.no_grad()
 def evaluate(
-    model: GumNet, pairs: PairSet, batch_size: int, device: torch.device | str, shift_search: bool = False
+    model: GumNet, pairs: PairSet, batch_size: int, device: torch.device | str, shift_search: bool = False,
+    supervised: bool = False,
 ) -> Evaluation:
-    """Loss and (with ground truth) alignment errors of ``model`` in eval mode on ``pairs``."""
+    """Loss and (with ground truth) alignment errors of ``model`` in eval mode on ``pairs`` (symmetry-aware rotation
+    errors too when the pairs carry mates)."""
     from gumalign.geometry import rotation_error, translation_error
 
     if len(pairs) == 0:
@@ -124,7 +171,11 @@ def evaluate(
     for start in range(0, len(pairs), batch_size):
         rows = np.arange(start, min(start + batch_size, len(pairs)))
         s_a, s_b, w_a, w_b = _to_device(pairs.batch(rows), device)
-        loss, _, r, t = pair_loss(model, s_a, s_b, w_a, w_b, shift_search)
+        if supervised:
+            mates = torch.from_numpy(np.ascontiguousarray(pairs.mates_batch(rows))).to(device)
+            loss, _, r, t = supervised_pair_loss(model, s_a, s_b, mates)
+        else:
+            loss, _, r, t = pair_loss(model, s_a, s_b, w_a, w_b, shift_search)
         losses.append(float(loss))
         weights.append(len(rows))
         rots.append(r.double().cpu().numpy())
@@ -132,8 +183,11 @@ def evaluate(
     model.train(was_training)
     result = Evaluation(loss=float(np.average(losses, weights=weights)), snr=pairs.snr)
     if pairs.has_truth:
-        result.rotation_errors = rotation_error(pairs.rotations, np.concatenate(rots))
+        estimates = np.concatenate(rots)
+        result.rotation_errors = rotation_error(pairs.rotations, estimates)
         result.translation_errors = translation_error(pairs.shifts, np.concatenate(shifts))
+        if pairs.mates is not None:
+            result.symmetric_rotation_errors = rotation_error(pairs.mates, estimates[:, None]).min(axis=1)
     return result
 
 
@@ -181,6 +235,10 @@ def train_model(
     }
     if options.shift_search:  # only when on, so checkpoints from before the option still resume
         fixed["shift_search"] = True
+    if options.supervised:
+        if not train.has_truth:
+            raise GumalignError("supervised training needs pairs with ground-truth orientations")
+        fixed["supervised"] = True
     fixed = json.loads(json.dumps(fixed))  # the form it takes in state.json (tuples become lists)
     history: list[dict] = []
     start_epoch, step = 0, 0
@@ -195,7 +253,10 @@ def train_model(
             )
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
     n = len(train)
+    cpu_began = time.process_time()
     for epoch in range(start_epoch, options.epochs):
+        if options.max_cpu_seconds is not None and time.process_time() - cpu_began >= options.max_cpu_seconds:
+            break  # the checkpoint of the last epoch is on disk: --resume continues from it
         began = time.monotonic()
         model.train()
         order = np.random.default_rng([options.seed, epoch]).permutation(n)
@@ -206,7 +267,11 @@ def train_model(
             for group in optimizer.param_groups:
                 group["lr"] = keras_decayed_lr(options.lr, options.decay, step)
             optimizer.zero_grad(set_to_none=True)
-            loss, *_ = pair_loss(model, s_a, s_b, w_a, w_b, options.shift_search)
+            if options.supervised:
+                mates = torch.from_numpy(np.ascontiguousarray(train.mates_batch(rows))).to(device)
+                loss, *_ = supervised_pair_loss(model, s_a, s_b, mates)
+            else:
+                loss, *_ = pair_loss(model, s_a, s_b, w_a, w_b, options.shift_search)
             if not torch.isfinite(loss):
                 raise GumalignError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
             loss.backward()
@@ -220,7 +285,9 @@ def train_model(
             "epoch": epoch + 1,
             "train_loss": total / count,
             "lr": keras_decayed_lr(options.lr, options.decay, step),
-            "val": evaluate(model, val, options.batch_size, device, options.shift_search).summary() if len(val) else None,
+            "val": evaluate(
+                model, val, options.batch_size, device, options.shift_search, options.supervised
+            ).summary() if len(val) else None,
         }
         entry["seconds"] = time.monotonic() - began
         history.append(entry)
