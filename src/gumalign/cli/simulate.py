@@ -2,14 +2,16 @@
 
 Each particle is a template at a uniformly random rotation and a random shift, projected over a tilt series about y,
 filtered by the CTF and a detector MTF, given Gaussian noise to reach the SNR, and reconstructed by weighted
-back-projection. Output: one MRC per particle, the shared missing-wedge weight (rlnCtfImage), particles.star with
-the ground truth in RELION's meaning, the noise-free reference(s) and a README with the command.
+back-projection. Output: one MRC per particle, the shared missing-wedge weight (rlnCtfImage; with --ctf-images each
+particle's own 3D CTF as RELION writes it), particles.star with the ground truth in RELION's meaning, the noise-free
+reference(s) and a README with the command.
 
 Example usage:
 
     gumalign simulate --structure builtin:proteasome --n 1000 --snr 0.1 --out sim/
     gumalign simulate --structure 3j9i.pdb --structure builtin:rubisco --n 500 --snr 0.05 --jobs 2 --out mixed/
     gumalign simulate --structure builtin:proteasome --pairs --n 10500 --snr 100 --tilt-range -60 60 --out pairs/
+    gumalign simulate --structure builtin:proteasome --n 200 --snr 0.1 --ctf-images --out ctf_sim/
     gumalign simulate --list-structures
 """
 
@@ -69,6 +71,14 @@ def command(
     envelope_sigma: Annotated[float, typer.Option(help="CTF envelope width as a fraction of Nyquist.")] = 0.4,
     mtf_sigma: Annotated[float, typer.Option(help="MTF Gaussian width as a fraction of Nyquist.")] = 0.4,
     pairs: Annotated[bool, typer.Option("--pairs", help="Write the seed's pairs: s_a (no wedge) and s_b.")] = False,
+    ctf_images: Annotated[
+        bool,
+        typer.Option(
+            "--ctf-images",
+            help="Write each particle's 3D CTF (wedge × CTF × MTF) as RELION does: ctf/particle_NNNNNN.mrc in the "
+            "FFTW half layout, named by rlnCtfImage (default: every particle names the shared 0/1 weight.mrc).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same bytes).")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker threads; the output does not depend on it.")] = 1,
     overwrite: Annotated[
@@ -87,6 +97,8 @@ def command(
         raise fail("give at least one --structure (a model file, a map or builtin:NAME; see --list-structures)")
     if out is None:
         raise fail("--out is required")
+    if ctf_images and pairs:
+        raise fail("--ctf-images writes particles' 3D CTFs; the seed's pairs (--pairs) have none")
     _validate(n=n, snr=snr, box=box, voxel_size=voxel_size, resolution=resolution, tilt_range=tilt_range,
               tilt_step=tilt_step, max_shift=max_shift, jobs=jobs)
 
@@ -114,12 +126,14 @@ def command(
     plan = SimulationPlan(
         structures=loaded, n=n, snr=None if math.isinf(snr) else snr, tilt_range=tuple(tilt_range),
         tilt_step=tilt_step, max_shift=max_shift, params=params, seed=seed, pairs=pairs, command="",
+        ctf_images=ctf_images,
     )
     plan.command = _command_line(dict(
         structure=structure, out=out, n=n, snr=snr, tilt_range=tilt_range, tilt_step=tilt_step, max_shift=max_shift,
         box=box, voxel_size=voxel_size, resolution=resolution, weighting=weighting.value, no_ctf=no_ctf,
         no_mtf=no_mtf, noise_mtf=noise_mtf, defocus=defocus, voltage=voltage, cs=cs, amplitude_contrast=amplitude_contrast,
         envelope_sigma=envelope_sigma, mtf_sigma=mtf_sigma, pairs=pairs, seed=seed, jobs=jobs,
+        ctf_images=ctf_images,
     ))
     check_output_folder(out, overwrite)
     what = "pairs" if pairs else "particles"
@@ -172,7 +186,7 @@ def _command_line(settings: dict) -> str:
     for option in ("tilt_step", "max_shift", "box", "voxel_size", "resolution"):
         parts += ["--" + option.replace("_", "-"), f"{settings[option]:g}"]
     parts += ["--weighting", settings["weighting"]]
-    for flag in ("no_ctf", "no_mtf", "noise_mtf", "pairs"):
+    for flag in ("no_ctf", "no_mtf", "noise_mtf", "pairs", "ctf_images"):
         if settings[flag]:
             parts.append("--" + flag.replace("_", "-"))
     for option in ("defocus", "voltage", "cs", "amplitude_contrast", "envelope_sigma", "mtf_sigma"):

@@ -4,6 +4,9 @@ Layout of ``out_dir``:
     particles/particle_000001.mrc ...    one MRC per particle (or pairs/pair_000001_a.mrc and _b.mrc with pairs)
     weight.mrc                           the shared observed-region weight (RELION's rlnCtfImage N³ centred cube);
                                          with pairs weight_a.mrc (s_a, all ones) and weight_b.mrc (s_b)
+    ctf/particle_000001.mrc ...          with ``ctf_images``: each particle's 3D CTF (wedge × CTF × MTF, the signal's
+                                         transfer, imaging.particle_transfer) in RELION's FFTW half layout
+                                         (N/2+1 × N × N, x × y × z); rlnCtfImage then names these files
     reference.mrc                        the noise-free template (reference_NAME.mrc per structure for mixed sets)
     README                               the exact command, the settings and the conventions
     particles.star                       RELION 3.1 particle list with the ground truth
@@ -35,6 +38,7 @@ from gumalign.simulate.density import Structure
 from gumalign.simulate.imaging import (
     CHUNK_SIZE,
     ImagingParams,
+    particle_transfer,
     precompute,
     random_poses,
     relative_transform,
@@ -64,6 +68,8 @@ class SimulationPlan:
         seed: the seed of every random draw.
         pairs: write the seed's pair data set.
         command: the command line recorded in the README.
+        ctf_images: write each particle's 3D CTF (observed region × CTF × MTF) as its own rlnCtfImage file, as
+            RELION does, instead of pointing every particle at the shared 0/1 wedge (particles only, not pairs).
     """
 
     structures: list[Structure]
@@ -76,6 +82,7 @@ class SimulationPlan:
     seed: int = 0
     pairs: bool = False
     command: str = ""
+    ctf_images: bool = False
 
     @property
     def box(self) -> int:
@@ -118,6 +125,11 @@ def particle_paths(plan: SimulationPlan) -> list[str] | tuple[list[str], list[st
         b = [f"pairs/pair_{i + 1:06d}_b.mrc" for i in range(plan.n)]
         return a, b
     return [f"particles/particle_{i + 1:06d}.mrc" for i in range(plan.n)]
+
+
+def ctf_image_paths(plan: SimulationPlan) -> list[str]:
+    """Relative file names of the particles' 3D CTF images (written with ``plan.ctf_images``)."""
+    return [f"ctf/particle_{i + 1:06d}.mrc" for i in range(plan.n)]
 
 
 def reference_names(plan: SimulationPlan) -> list[str]:
@@ -165,6 +177,8 @@ def write_dataset(
     check_output_folder(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ("pairs" if plan.pairs else "particles")).mkdir(exist_ok=True)
+    if plan.ctf_images:
+        (out_dir / "ctf").mkdir(exist_ok=True)
     truth = draw_ground_truth(plan)
 
     # Build the projectors and filters once, before the workers share them.
@@ -224,6 +238,8 @@ def _check_plan(plan: SimulationPlan) -> None:
         raise GumalignError(str(exc)) from None
     if not 0 <= plan.max_shift <= plan.box / 2:
         raise GumalignError(f"--max-shift must be between 0 and half the box ({plan.box // 2}), got {plan.max_shift:g}")
+    if plan.ctf_images and plan.pairs:
+        raise GumalignError("--ctf-images writes particles' 3D CTFs; the seed's pairs (--pairs) have none")
 
 
 def _tilt_ranges(plan: SimulationPlan) -> list[tuple[float, float]]:
@@ -252,6 +268,12 @@ def _write_chunk(plan: SimulationPlan, truth: GroundTruth, index: int, chunk: np
                                             tilt_range=tuple(plan.tilt_range), **common)
             for row, volume in zip(rows, volumes):
                 write_volume(out_dir / paths[row], volume, plan.voxel_size)
+    if plan.ctf_images:
+        # Every particle of one tilt series and defocus shares the transfer; RELION still names one file per particle.
+        ctf = particle_transfer(plan.box, tuple(plan.tilt_range), plan.params, plan.voxel_size)
+        ctf_paths = ctf_image_paths(plan)
+        for row in chunk:
+            write_volume(out_dir / ctf_paths[row], ctf, plan.voxel_size)
 
 
 def _weight_names(plan: SimulationPlan) -> list[str]:
@@ -267,7 +289,7 @@ def _write_weights(plan: SimulationPlan, out_dir: Path) -> None:
 
 
 def _optics(plan: SimulationPlan) -> pd.DataFrame:
-    return pd.DataFrame(
+    optics = pd.DataFrame(
         {
             "rlnOpticsGroupName": ["opticsGroup1"],
             "rlnOpticsGroup": [1],
@@ -280,6 +302,10 @@ def _optics(plan: SimulationPlan) -> pd.DataFrame:
             "rlnAmplitudeContrast": [plan.params.amplitude_contrast],
         }
     )
+    if plan.ctf_images:
+        # The particles carry the CTF once (CTF·F), and their rlnCtfImage holds the CTF, not CTF².
+        optics["rlnCtfDataAreCtfPremultiplied"] = [0]
+    return optics
 
 
 def _pose_columns(rotations: np.ndarray, shifts: np.ndarray, voxel_size: float) -> dict[str, np.ndarray]:
@@ -307,7 +333,8 @@ def _write_stars(plan: SimulationPlan, truth: GroundTruth, out_dir: Path) -> Non
     halves = np.arange(plan.n) % 2 + 1
     weights = _weight_names(plan)
     if not plan.pairs:
-        columns = {"rlnImageName": particle_paths(plan), "rlnCtfImage": weights[0]}
+        columns = {"rlnImageName": particle_paths(plan),
+                   "rlnCtfImage": ctf_image_paths(plan) if plan.ctf_images else weights[0]}
         columns.update(_pose_columns(truth.rotations, truth.shifts, plan.voxel_size))
         columns.update(_label_columns(plan, truth.classes, halves))
         write_star(ParticleTable(pd.DataFrame(columns), _optics(plan)), out_dir / "particles.star")
@@ -390,8 +417,15 @@ def readme_text(plan: SimulationPlan) -> str:
     else:
         lines += [
             "    particles/       one MRC per particle",
-            "    weight.mrc       observed-region weight shared by all particles (rlnCtfImage, N^3 centred)",
+            "    weight.mrc       observed-region weight shared by all particles (N^3 centred, 0/1)"
+            + ("" if plan.ctf_images else "; rlnCtfImage"),
         ]
+        if plan.ctf_images:
+            lines += [
+                "    ctf/             each particle's 3D CTF (rlnCtfImage): observed region x CTF x MTF, signed,",
+                "                     RELION's FFTW half layout (N/2+1 x N x N voxels, x x y x z); data not",
+                "                     CTF-premultiplied (rlnCtfDataAreCtfPremultiplied 0)",
+            ]
     lines += [
         "    reference*.mrc   noise-free template(s) the particles were made from",
         "",

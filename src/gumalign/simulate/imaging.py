@@ -293,6 +293,39 @@ def simulate_subtomograms(
     return out
 
 
+def particle_transfer(
+    box: int,
+    tilt_range: tuple[float, float],
+    params: ImagingParams,
+    voxel_size: float,
+) -> np.ndarray:
+    """The 3D transfer of every simulated particle's signal: observed-region weight × CTF × MTF, rfftn layout.
+
+    By the central-slice theorem the 2D filters of step 3 act on each 3D frequency k of the observed region as
+    CTF(|k|)·MTF(|k|) (the factors switched off in ``params`` count as 1); step 6 (and the tilt series itself) leaves
+    the missing wedge empty. A noise-free particle's spectrum is the posed template's times this array, up to the
+    tilt series' angular sampling and the box's crop. The signed CTF: this is RELION's 3D CTF of data that are not
+    CTF-premultiplied (rlnCtfDataAreCtfPremultiplied = 0), with the MTF folded in as part of the signal's transfer.
+
+    Args:
+        box: N, the real-space box (N³).
+        tilt_range: (min, max) tilt in degrees.
+        params: the imaging model's settings.
+        voxel_size: voxel size in Å.
+
+    Returns:
+        (N, N, N//2 + 1) float32, FFTW/rfftn half layout [kz, ky, kx] (kx >= 0; kz, ky in FFT order), as RELION writes
+        3D CTF images in Fourier layout.
+    """
+    from gumalign.fourier import frequency_grid
+
+    shape = (int(box),) * 3
+    kz, ky, kx = frequency_grid(shape, "rfft")
+    k_angst = np.sqrt(kz**2 + ky**2 + kx**2) / (box * float(voxel_size))
+    weight = wedge_mask(shape, (float(tilt_range[0]), float(tilt_range[1])), "rfft")
+    return (weight * params.transfer(k_angst, float(voxel_size))).astype(np.float32)
+
+
 def random_poses(n: int, max_shift: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Uniformly random rotations and shifts uniform in [-max_shift, max_shift] voxels per axis.
 
