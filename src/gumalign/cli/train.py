@@ -98,6 +98,11 @@ def command(
         typer.Option(help="Stop after the epoch in which training has used this much CPU time (resume continues).",
                      min=0),
     ] = None,
+    max_minutes: Annotated[
+        Optional[float],
+        typer.Option(help="Stop before an epoch that would end later than this many minutes after the command "
+                          "started (wall clock, data simulation included; resume continues).", min=0),
+    ] = None,
     init: Annotated[Optional[str], typer.Option(help="Start from a trained model (built-in name or path) to fine-tune.")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (total, including those of a resumed run).", min=1)] = 20,
     batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.", min=1)] = 32,
@@ -224,6 +229,7 @@ def command(
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, seed=seed, shift_search=shift_search,
         supervised=supervised, max_cpu_seconds=None if max_cpu_minutes is None else 60.0 * max_cpu_minutes,
+        max_wall_seconds=None if max_minutes is None else 60.0 * max_minutes - (time.monotonic() - began),
     )
     steps_per_epoch = -(-len(train_set) // batch_size)
     history = _run_with_progress(

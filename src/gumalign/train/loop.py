@@ -51,6 +51,7 @@ class TrainOptions:
     shift_search: bool = False
     supervised: bool = False
     max_cpu_seconds: float | None = None  # stop after the epoch in which this process's CPU time passes this budget
+    max_wall_seconds: float | None = None  # likewise for wall-clock time (GPU sessions with a fixed lease)
 
 
 @dataclass
@@ -253,10 +254,14 @@ def train_model(
             )
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
     n = len(train)
-    cpu_began = time.process_time()
+    cpu_began, wall_began = time.process_time(), time.monotonic()
     for epoch in range(start_epoch, options.epochs):
         if options.max_cpu_seconds is not None and time.process_time() - cpu_began >= options.max_cpu_seconds:
             break  # the checkpoint of the last epoch is on disk: --resume continues from it
+        if options.max_wall_seconds is not None and epoch > start_epoch and history:
+            # Stop before an epoch that would end past the budget (judged by the last epoch's duration).
+            if time.monotonic() - wall_began + history[-1]["seconds"] > options.max_wall_seconds:
+                break
         began = time.monotonic()
         model.train()
         order = np.random.default_rng([options.seed, epoch]).permutation(n)
