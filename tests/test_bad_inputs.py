@@ -498,3 +498,126 @@ def test_train_particles_at_another_pixel_size_than_the_reference_are_refused(tm
     ])
     _one_line_error(result, "pixel size 12 Å differs from the reference's 10 Å")
     assert not (tmp_path / "m").exists()
+
+
+# --- average, cluster, simulate, wedge, info: inputs kept, outputs all or nothing -----------------------------------
+
+
+def average_args(data, out, *extra):
+    return ["average", "--particles", str(data / "parts.star"), "--out", str(out), "--device", "cpu", "--quiet", *extra]
+
+
+@pytest.mark.parametrize(
+    "out, extra",
+    [
+        ("parts.mrc", ["--iterations", "1", "--method", "ht"]),  # its STAR beside the map would replace parts.star
+        ("particles/particle_000001.mrc", []),
+        ("weight.mrc", []),
+        ("ref_half1.mrc", []),  # --out ref.mrc is no input, but the half map beside it is the rlnCtfImage
+    ],
+)
+def test_average_refuses_outputs_that_replace_inputs(data, out, extra):
+    if out == "ref_half1.mrc":
+        star = (data / "parts.star").read_text().replace("weight.mrc", "ref_half1.mrc")
+        (data / "parts.star").write_text(star)
+        (data / "ref_half1.mrc").write_bytes((data / "weight.mrc").read_bytes())
+        out = "ref.mrc"
+    before = _snapshot(data)
+    _one_line_error(runner.invoke(app, average_args(data, data / out, *extra)), "would overwrite the input file")
+    assert _snapshot(data) == before
+
+
+def test_average_empty_table_and_folder_out_are_one_line(data):
+    (data / "empty.star").write_text(_star([], ["rlnImageName", "rlnOpticsGroup"]))
+    before = _snapshot(data)
+    result = runner.invoke(app, ["average", "--particles", str(data / "empty.star"), "--out", str(data / "a.mrc")])
+    _one_line_error(result, "no particles")
+    (data / "isdir.mrc").mkdir()
+    _one_line_error(runner.invoke(app, average_args(data, data / "isdir.mrc")), "is a folder")
+    assert _snapshot(data) == before
+
+
+def test_average_on_a_full_disk_writes_no_map_at_all(data, monkeypatch):
+    import gumalign.plots as plots
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(plots, "slice_montage", full_disk)  # the last of the four files
+    before = _snapshot(data)
+    _one_line_error(runner.invoke(app, average_args(data, data / "avg.mrc")), "avg.png", "No space left on device")
+    assert _snapshot(data) == before  # no half maps without the full map, no temporary folder
+
+
+def test_cluster_refuses_an_input_as_output_and_writes_all_or_nothing(data, monkeypatch):
+    before = _snapshot(data)
+    args = ["cluster", "--particles", str(data / "parts.star"), "--k", "2", "--method", "ht", "--device", "cpu",
+            "--quiet"]
+    _one_line_error(runner.invoke(app, args + ["--out", str(data / "parts.star")]), "would overwrite the input")
+    (data / "empty.star").write_text(_star([], ["rlnImageName", "rlnOpticsGroup"]))
+    empty = runner.invoke(app, ["cluster", "--particles", str(data / "empty.star"), "--k", "1",
+                                "--out", str(data / "c.star")])
+    _one_line_error(empty, "no particles")
+    (data / "empty.star").unlink()
+    assert _snapshot(data) == before
+
+    import gumalign.plots as plots
+
+    def full_disk(path, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(plots, "heatmap_plot", full_disk)
+    _one_line_error(runner.invoke(app, args + ["--out", str(data / "c.star")]), "No space left on device")
+    assert _snapshot(data) == before  # neither c.star nor the score files
+
+
+def test_simulate_on_a_full_disk_leaves_no_half_set(tmp_path, monkeypatch):
+    import gumalign.simulate.dataset as dataset
+
+    def full_disk(plan, truth, out_dir):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir / "particles.star"))
+
+    monkeypatch.setattr(dataset, "_write_stars", full_disk)
+    out = tmp_path / "sim"
+    result = runner.invoke(app, ["simulate", "--structure", "builtin:rubisco", "--n", "2", "--snr", "inf",
+                                 "--no-ctf", "--no-mtf", "--tilt-step", "10", "--out", str(out), "--quiet"])
+    _one_line_error(result, "particles.star", "No space left on device")
+    assert list(tmp_path.iterdir()) == []  # neither particles without their STAR file nor a hidden staging folder
+
+
+def test_wedge_huge_box_and_folder_out_are_one_line(tmp_path):
+    _one_line_error(runner.invoke(app, ["wedge", "--box", "100000", "--out", str(tmp_path / "w.mrc")]),
+                    "--box 100000", "GB of memory")
+    (tmp_path / "w.mrc").mkdir()
+    _one_line_error(runner.invoke(app, ["wedge", "--box", "8", "--out", str(tmp_path / "w.mrc")]), "is a folder")
+    assert list(tmp_path.iterdir()) == [tmp_path / "w.mrc"] and not list((tmp_path / "w.mrc").iterdir())
+
+
+def test_info_on_a_zero_size_header_is_one_line(tmp_path):
+    import mrcfile
+
+    path = tmp_path / "zero.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((1, 1, 1), np.float32))
+    raw = bytearray(path.read_bytes()[:1024])
+    raw[0:12] = np.zeros(3, "<i4").tobytes()  # nx = ny = nz = 0
+    path.write_bytes(bytes(raw))
+    _one_line_error(runner.invoke(app, ["info", str(path)]), "zero.mrc")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["align", "--ref", "r.mrc", "--particles", "p.star", "--out", "o.star", "--batch-size", "0"], "--batch-size"),
+        (["wedge", "--box", "2", "--out", "w.mrc"], "--box"),
+        (["train", "--out", "o", "--max-angle", "500", "--pairs", "p.star"], "--max-angle"),
+        (["average", "--particles", "p.star"], "--out"),
+        (["wedge", "--no-such-option"], "--no-such-option"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    _one_line_error(result, needle)
+    assert not any("╭" in line or "│" in line for line in result.output.splitlines())
+    assert list(tmp_path.iterdir()) == []

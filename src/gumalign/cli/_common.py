@@ -179,3 +179,15 @@ def _check_writable_folder(folder: Path, option: str, target: Path) -> None:
         raise GumalignError(f"{option} {target}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise GumalignError(f"{option} {target}: cannot write into {existing} (read-only or permission denied)")
+
+
+def table_input_files(table) -> list[Path]:
+    """Every file a particle table names: its subtomograms and (rlnCtfImage) weights."""
+    files = list(table.image_paths()) if table.has("rlnImageName") else []
+    return files + list(table.weight_paths() or [])
+
+
+def require_particles(table, what: str) -> None:
+    """One line, exit 2, for a STAR file without particle rows."""
+    if len(table) == 0:
+        raise GumalignError(f"{table.name}: no particles to {what}")

@@ -22,7 +22,17 @@ from typing import Annotated, Optional, Tuple
 
 import typer
 
-from gumalign.cli._common import aligner_options, handle_errors, info, progress_bar, sibling
+from gumalign.cli._common import (
+    aligner_options,
+    check_output_file,
+    handle_errors,
+    info,
+    progress_bar,
+    refuse_overwriting_inputs,
+    require_particles,
+    sibling,
+    table_input_files,
+)
 from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms, prepare_output, report_notes
 from gumalign.devices import resolve_device
 
@@ -88,6 +98,7 @@ def command(
     from gumalign.average.iterative import iterative_average
     from gumalign.average.stack import StarStack
     from gumalign.errors import GumalignError
+    from gumalign.io.atomic import atomic_outputs
     from gumalign.io.mrc import read_volume, write_volume
     from gumalign.io.star import read_star, write_star
 
@@ -99,7 +110,11 @@ def command(
     if plain and iterations > 0:
         raise GumalignError("--plain and --iterations cannot be combined")
     torch_device = resolve_device(device)
+    check_output_file(out)
+    refuse_overwriting_inputs([out], [particles, ref])
     table = prepare_output(read_star(particles), star_version, tomograms, optimisation_set)
+    require_particles(table, "average")
+    refuse_overwriting_inputs(_outputs(out, iterations), [particles, ref, *table_input_files(table)])
     report_notes(table, quiet)
     voxel_size = table.common_pixel_size(pixel_size)
     if table.has_angles():
@@ -147,13 +162,14 @@ def command(
 
     def write_iteration(step) -> None:
         path = sibling(out, f"_it{step.iteration:02d}")
-        write_volume(path, step.average.full, voxel_size)
         shifts_angst = step.origins_px * voxel_size
         updated = table.with_alignment(
             step.matrices, shifts_angst, rlnRandomSubset=step.average.halves, gumAlignScore=step.scores
         )
         star = sibling(out, f"_it{step.iteration:02d}", ".star")
-        write_star(updated, star, box_size=stack.box, default_pixel_size=voxel_size)
+        with atomic_outputs([path, star]) as tmp:  # an iteration's map and STAR file together or not at all
+            write_volume(tmp[path], step.average.full, voxel_size)
+            write_star(updated, tmp[star], box_size=stack.box, default_pixel_size=voxel_size)
         info(f"iteration {step.iteration}: mean score {np.mean(step.scores):.4f}; wrote {path}", quiet)
 
     _, steps = iterative_average(
@@ -164,22 +180,40 @@ def command(
     final_table = table.with_alignment(
         final.matrices, final.origins_px * voxel_size, rlnRandomSubset=final.average.halves, gumAlignScore=final.scores
     )
-    write_star(final_table, sibling(out, "", ".star"), box_size=stack.box, default_pixel_size=voxel_size)
-    _write_maps(final.average, out, voxel_size, quiet)
+    _write_maps(final.average, out, voxel_size, quiet, star=(final_table, stack.box))
 
 
-def _write_maps(result, out: Path, voxel_size: float, quiet: bool) -> None:
+def _outputs(out: Path, iterations: int) -> list[Path]:
+    """Every file `average` writes: the maps and PNG, and with --iterations each iteration's map and STAR file and
+    the final STAR file."""
+    files = [sibling(out, "_half1"), sibling(out, "_half2"), out, sibling(out, "", ".png")]
+    if iterations:
+        files.append(sibling(out, "", ".star"))
+        for i in range(1, iterations + 1):
+            files += [sibling(out, f"_it{i:02d}"), sibling(out, f"_it{i:02d}", ".star")]
+    return files
+
+
+def _write_maps(result, out: Path, voxel_size: float, quiet: bool, star=None) -> None:
+    """The full map, both half maps, the PNG (and with ``star`` = (table, box) the STAR file): all or none."""
+    from gumalign.io.atomic import atomic_outputs
     from gumalign.io.mrc import write_volume
+    from gumalign.io.star import write_star
     from gumalign.plots import slice_montage
 
     half1, half2, png = sibling(out, "_half1"), sibling(out, "_half2"), sibling(out, "", ".png")
-    # The half maps are RELION's unfiltered ones (constant λ), so `gumalign fsc half1 half2` compares what
-    # `gumalign fsc --gold-standard` compares; the full map carries the Wiener λ.
-    write_volume(half1, result.unfiltered_half1, voxel_size)
-    write_volume(half2, result.unfiltered_half2, voxel_size)
-    write_volume(out, result.full, voxel_size)
-    slice_montage(
-        png, {"full": result.full, "half 1": result.unfiltered_half1, "half 2": result.unfiltered_half2}, title=out.name
-    )
+    star_path = sibling(out, "", ".star")
+    with atomic_outputs([half1, half2, out, png] + ([star_path] if star is not None else [])) as tmp:
+        # The half maps are RELION's unfiltered ones (constant λ), so `gumalign fsc half1 half2` compares what
+        # `gumalign fsc --gold-standard` compares; the full map carries the Wiener λ.
+        write_volume(tmp[half1], result.unfiltered_half1, voxel_size)
+        write_volume(tmp[half2], result.unfiltered_half2, voxel_size)
+        write_volume(tmp[out], result.full, voxel_size)
+        slice_montage(
+            tmp[png], {"full": result.full, "half 1": result.unfiltered_half1, "half 2": result.unfiltered_half2},
+            title=out.name,
+        )
+        if star is not None:
+            write_star(star[0], tmp[star_path], box_size=star[1], default_pixel_size=voxel_size)
     n1, n2 = result.counts
     info(f"wrote {out} ({n1 + n2} particles), {half1} ({n1}), {half2} ({n2}), {png}", quiet)

@@ -66,11 +66,19 @@ def command(
     from gumalign.devices import resolve_device
     from gumalign.cli._common import aligner_options, sibling
     from gumalign.cluster.pairwise import check_k, complete_linkage, pairwise_scores
-    from gumalign.io.atomic import atomic_path
+    from gumalign.cli._common import check_output_file, refuse_overwriting_inputs, require_particles, table_input_files
+    from gumalign.io.atomic import atomic_outputs
     from gumalign.io.star import read_star, write_star
     from gumalign.plots import heatmap_plot
 
+    check_output_file(out)
+    refuse_overwriting_inputs([out], [particles])
     table = prepare_output(read_star(particles), star_version, tomograms, optimisation_set)
+    require_particles(table, "cluster")
+    npy, csv, png = sibling(out, "_scores", ".npy"), sibling(out, "_scores", ".csv"), sibling(out, "_heatmap", ".png")
+    class_maps = [sibling(out, f"_class{c:02d}", ".mrc") for c in range(1, k + 1)] if ref_based and k > 0 else []
+    outputs = [out, npy, csv, png, *class_maps]
+    refuse_overwriting_inputs(outputs, [particles, *table_input_files(table)])
     report_notes(table, quiet)
     check_k(k, len(table))
     voxel_size = table.common_pixel_size(pixel_size)
@@ -85,7 +93,6 @@ def command(
 
     if ref_based:
         from gumalign.cluster.reference_based import reference_based_clustering
-        from gumalign.io.mrc import write_volume
 
         result = reference_based_clustering(
             stack, aligner, k, iterations=iterations, seed=seed, batch_size=batch_size, device=torch_device,
@@ -96,8 +103,6 @@ def command(
         updated = table.with_alignment(
             result.matrices, result.origins_px * voxel_size, rlnClassNumber=labels, gumAlignScore=own
         )
-        for c, reference in enumerate(result.references, start=1):
-            write_volume(sibling(out, f"_class{c:02d}", ".mrc"), reference, voxel_size)
         state = "converged" if result.converged else "stopped"
         info(f"{state} after {result.rounds} round(s); class averages: {sibling(out, '_classNN', '.mrc')}", quiet)
         heatmap_kwargs = dict(
@@ -116,14 +121,17 @@ def command(
             scale_ignores_diagonal=True,
         )
 
-    write_star(updated, out, box_size=stack.box, default_pixel_size=voxel_size)
-    npy, csv, png = sibling(out, "_scores", ".npy"), sibling(out, "_scores", ".csv"), sibling(out, "_heatmap", ".png")
-    with atomic_path(npy) as tmp:
-        with open(tmp, "wb") as handle:
+    with atomic_outputs(outputs) as tmp:  # all of them or none
+        write_star(updated, tmp[out], box_size=stack.box, default_pixel_size=voxel_size)
+        with open(tmp[npy], "wb") as handle:
             np.save(handle, scores)
-    with atomic_path(csv) as tmp:
-        np.savetxt(tmp, scores, delimiter=",", fmt="%.6f")
-    heatmap_plot(png, scores, colorbar_label="constrained correlation", **heatmap_kwargs)
+        np.savetxt(tmp[csv], scores, delimiter=",", fmt="%.6f")
+        heatmap_plot(tmp[png], scores, colorbar_label="constrained correlation", **heatmap_kwargs)
+        if ref_based:
+            from gumalign.io.mrc import write_volume
+
+            for path, reference in zip(class_maps, result.references):
+                write_volume(tmp[path], reference, voxel_size)
     sizes = np.bincount(labels, minlength=k + 1)[1:]
     info(f"classes: {', '.join(f'{c}: {s}' for c, s in enumerate(sizes, start=1))}", quiet)
     info(f"wrote {out}, {npy}, {csv}, {png}", quiet)

@@ -25,6 +25,7 @@ from typing import Annotated, List, Optional, Tuple
 
 import typer
 
+from gumalign.cli._common import check_output_folder as check_writable_folder
 from gumalign.cli._common import fail, handle_errors, info, out_console, progress_bar
 
 
@@ -136,6 +137,7 @@ def command(
         ctf_images=ctf_images,
     ))
     check_output_folder(out, overwrite)
+    check_writable_folder(out)
     what = "pairs" if pairs else "particles"
     with progress_bar(f"simulating {what}", total=n, quiet=quiet) as advance:
         write_dataset(plan, out, jobs=jobs, overwrite=overwrite, progress=advance)

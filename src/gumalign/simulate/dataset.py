@@ -18,13 +18,16 @@ template (rlnImageName = s_b, gumPairReference = s_a).
 
 Reproducibility: every random draw comes from ``seed`` through fixed streams (structure assignment, poses, and the
 noise of each fixed-size chunk of particles), so the bytes written do not depend on ``jobs``. Files are written
-atomically; the STAR files last, so a folder with a STAR file is complete. Particles are streamed to disk chunk by
-chunk: memory does not grow with the number of particles.
+atomically; the STAR files last, so a folder with a STAR file is complete. The whole set is written into a hidden
+folder beside ``out_dir`` and moved into place when it is complete: a full disk or a kill leaves no half set.
+Particles are streamed to disk chunk by chunk: memory does not grow with the number of particles.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +178,37 @@ def write_dataset(
     out_dir = Path(out_dir)
     _check_plan(plan)
     check_output_folder(out_dir, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # All or nothing: everything is written into a hidden folder beside out_dir, moved into place at the end.
+    parent = out_dir.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    try:
+        truth = _write_all(plan, staging, jobs, progress)
+        _move_into_place(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return truth
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished set onto ``out_dir`` (one rename when it is new or empty; file by file, STAR files last,
+    into a folder that holds other files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.chmod(staging, 0o777 & ~mask)
+        os.replace(staging, out_dir)
+        return
+    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name in STAR_FILES, str(p)))
+    for path in files:
+        target = out_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
+def _write_all(plan: SimulationPlan, out_dir: Path, jobs: int, progress: Callable[[int], None]) -> GroundTruth:
     (out_dir / ("pairs" if plan.pairs else "particles")).mkdir(exist_ok=True)
     if plan.ctf_images:
         (out_dir / "ctf").mkdir(exist_ok=True)
