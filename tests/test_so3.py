@@ -208,6 +208,16 @@ def test_supervised_training_runs_and_resumes_exactly(tmp_path):
                     TrainOptions(epochs=3, **dict(options, supervised=False)), tmp_path / "part", "cpu", resume=True)
 
 
+def test_cpu_and_wall_budgets_stop_between_epochs_after_at_least_one(tmp_path):
+    torch.set_num_threads(1)
+    pairs = _synthetic_supervised_pairs(n=4)
+    options = dict(epochs=5, batch_size=4, lr=1e-3, decay=0.0, supervised=True)
+    for i, budget in enumerate(({"max_cpu_seconds": 0.0}, {"max_wall_seconds": 0.0})):
+        history = train_model(build_model("gumnet-so3-tiny", seed=0), pairs, pairs.subset(np.arange(0)),
+                              TrainOptions(**options, **budget), tmp_path / str(i), "cpu")
+        assert len(history) == 1
+
+
 def test_supervised_training_lowers_the_loss_on_a_fixed_batch():
     torch.set_num_threads(1)
     from gumalign.train.loop import supervised_pair_loss

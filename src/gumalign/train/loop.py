@@ -256,8 +256,11 @@ def train_model(
     n = len(train)
     cpu_began, wall_began = time.process_time(), time.monotonic()
     for epoch in range(start_epoch, options.epochs):
-        if options.max_cpu_seconds is not None and time.process_time() - cpu_began >= options.max_cpu_seconds:
-            break  # the checkpoint of the last epoch is on disk: --resume continues from it
+        # Budgets stop a run between epochs, after at least one epoch per call; the checkpoint of the last epoch is
+        # on disk, so --resume continues from it.
+        if options.max_cpu_seconds is not None and epoch > start_epoch and (
+                time.process_time() - cpu_began >= options.max_cpu_seconds):
+            break
         if options.max_wall_seconds is not None and epoch > start_epoch and history:
             # Stop before an epoch that would end past the budget (judged by the last epoch's duration).
             if time.monotonic() - wall_began + history[-1]["seconds"] > options.max_wall_seconds:
