@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # One lent-GPU session (about 9.5 minutes), prepared so that every part is time-boxed and comes back even if a later
-# part fails. Run from the repository root on a CUDA machine whose python3 holds torch; gumalign's missing wheels in
-# .whl/ (mrcfile, starfile, gemmi) are installed to /tmp/site first.
+# part fails. Run from the repository root on a CUDA machine whose python3 holds torch (set-up: bench/device_env.sh).
 #
 #   bash bench/device_session.sh            # writes results under $OUT (default runs/device/out)
 #
@@ -25,20 +24,7 @@ LOGS=$WORK/logs
 left() { echo $((began + BUDGET - $(date +%s))); }
 upto() { local t=$(($(left) - $1)); echo $((t < 5 ? 5 : t)); }  # seconds for a step that must end $1 s before packing
 
-if [[ -d .whl && -z ${NO_WHEELS:-} ]]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD/src
-else
-    export PYTHONPATH=$PWD/src
-fi
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-printf '#!/bin/sh\nexec %s -m gumalign.cli.main "$@"\n' "$PY" > /tmp/gumalign && chmod +x /tmp/gumalign
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOGS/gpu.txt" 2>&1
-"$PY" -c "import torch, gumalign; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))" \
-    > "$LOGS/smoke.txt" 2>&1
-cat "$LOGS/gpu.txt" "$LOGS/smoke.txt"
-nproc >> "$LOGS/gpu.txt"
+source bench/device_env.sh
 
 # --- 1. clean timings ---------------------------------------------------------------------------------------------
 timeout 100 "$PY" bench/bench_align.py --device "$DEV" --n 64 --batch-size 32 --skip-memory --threads 4 \

@@ -69,6 +69,17 @@ LABELS = {"ht": "H-T align", "fa": "F&A align", "mp": "Gum-Net MP", "ap": "Gum-N
           "gumnet": "Gum-Net"}
 REFINE = "+refine"
 TEST_STREAM = 0x7E57BE7C  # first entropy word of every test-pair generator (see the module docstring)
+# Reference rows: what the numbers of the method rows mean (computed on the same pairs; see reference_row).
+REFERENCE_ROWS = ("prior", "floor", "oracle")
+REFERENCE_LABELS = {"prior": "Prior only (best constant guess)", "floor": "Floor (refine from the truth)",
+                    "oracle": "Template oracle (F&A + refine to the template, composed)"}
+PRIORS = ("haar", "aitom")
+PROTOCOLS = ("unseen", "seed")
+TASKS = ("pairs", "reference")
+PRIOR_STREAM = 0xA170A170  # relative rotations under --rotation-prior aitom (the other draws stay the test stream's)
+PRIOR_GUESS_STREAM = 0xB357C057  # the large sample that fixes a prior's best constant guess
+PRIOR_GUESS_DRAWS = 20000
+SEED_TRAIN_STREAM = 0x5EED7A1E  # --protocol seed: training pairs of the test structures, disjoint from TEST_STREAM
 SIGNIFICANCE = 1e-3  # the seed highlights p < 0.001
 
 # The seed's five structures are not available here; five built-in templates of comparable size stand in for them.
@@ -404,6 +415,72 @@ def train_ablation(name: str, gumnet: Method, folder: Path, args) -> None:
     save_model(model.cpu(), record, folder)
 
 
+def seed_protocol_models(methods: list[Method], templates: dict[str, np.ndarray], snrs: list[float], args,
+                         folder: Path) -> dict[float, dict[str, Method]]:
+    """--protocol seed: every trained Gum-Net-family model fine-tuned on pairs of the table's own structures, as the
+    seed did (train at SNR 100, then fine-tune from that model once per SNR), from generators disjoint from the
+    test pairs' (SEED_TRAIN_STREAM, not TEST_STREAM). Pairs follow the test's sampling (12 Å, shifts ±7 per axis,
+    30° wedge) and the model's own rotation range (the record's max_relative_angle); learning rate, decay, batch and
+    shift search come from the model's last training stage, epochs and pairs from --seed-epochs and --seed-pairs.
+
+    Each fine-tune trains in folder/<key>/snr<S>/ with checkpoints (an interrupted run resumes). Returns
+    {snr: {key: Method}} for the methods fine-tuned; the others keep their model at every SNR.
+    """
+    from gumalign.devices import resolve_device
+    from gumalign.train.data import simulated_pairs
+    from gumalign.train.loop import CHECKPOINT_DIR, TrainOptions, train_model
+    from gumalign.weights import load_model, model_record, save_model
+
+    device = resolve_device(args.device)
+    out: dict[float, dict[str, Method]] = {snr: {} for snr in snrs}
+    for m in methods:
+        if m.model is None or not m.trained:
+            continue
+        last = (model_record(m.model).get("training") or {})
+        data = last.get("data") or {}
+
+        def fine_tune(start: str, snr: float, stage: int) -> str:
+            target = folder / m.key / f"snr{snr:g}"
+            if (target / "model.safetensors").is_file():
+                return str(target)
+            model, _ = load_model(start, "cpu")
+            stream = SEED_TRAIN_STREAM + 1000 * args.seed + stage  # simulated_pairs seeds by (stream, template, SNR)
+            pairs = simulated_pairs(templates, [snr], args.seed_pairs, stream,
+                                    max_shift=7.0, voxel_size=12.0, max_angle=data.get("max_relative_angle"),
+                                    jobs=max(1, args.threads))
+            n_val = max(1, args.seed_pairs // 10)
+            train_set, val_set = pairs.split(n_val / args.seed_pairs, args.seed)
+            options = TrainOptions(epochs=args.seed_epochs, batch_size=int(last.get("batch_size", 32)),
+                                   lr=float(last.get("lr", 1e-5)), decay=float(last.get("decay", 0.0)),
+                                   seed=args.seed, shift_search=bool(last.get("shift_search", False)))
+            resume = (target / CHECKPOINT_DIR / "state.json").is_file()
+            _log(f"--protocol seed: fine-tuning {m.label} from {start} at SNR {snr:g} on {len(train_set)} pairs of "
+                 f"{', '.join(templates)}, {options.epochs} epoch(s){' (resuming)' if resume else ''}", args.quiet)
+            history = train_model(model, train_set, val_set, options, target, device, resume=resume)
+            record = {"name": f"{m.key}-seed-protocol-snr{snr:g}",
+                      "description": f"{m.model} fine-tuned by bench/paper_tables.py --protocol seed at SNR {snr:g} "
+                                     f"on the table's structures (disjoint draws)",
+                      "box": model.config.box,
+                      "training": {"init": start, "epochs": options.epochs, "lr": options.lr, "decay": options.decay,
+                                   "batch_size": options.batch_size, "seed": options.seed,
+                                   "shift_search": options.shift_search,
+                                   "data": {"source": "simulated", "structures": list(templates), "snrs": [snr],
+                                            "n_pairs": args.seed_pairs, "voxel_size": 12.0,
+                                            "max_shift_per_subtomogram": 7.0,
+                                            "max_relative_angle": data.get("max_relative_angle"),
+                                            "seed": stream},
+                                   "history_last": history[-1] if history else None}}
+            save_model(model.cpu(), record, target)
+            return str(target)
+
+        base = fine_tune(m.model, 100.0, 0)  # the seed's SNR-100 model, every other SNR fine-tuned from it
+        for index, snr in enumerate(snrs, start=1):
+            path = base if snr == 100.0 else fine_tune(base, snr, index)
+            out[snr][m.key] = Method(m.key, m.label, path, _describe_record(path, model_record(path)) +
+                                     f" (--protocol seed, SNR {snr:g})")
+    return out
+
+
 # --- data --------------------------------------------------------------------------------------------------------
 
 
@@ -412,10 +489,56 @@ def pair_generator(seed: int, structure: str, snr: float) -> np.random.Generator
     return np.random.default_rng([TEST_STREAM, seed, zlib.crc32(structure.encode()), zlib.crc32(f"{snr:g}".encode())])
 
 
-def simulate_cell(template: np.ndarray, n: int, snr: float, seed: int, structure: str):
-    from gumalign.simulate.imaging import simulate_pairs
+def prior_generator(seed: int, structure: str, snr: float) -> np.random.Generator:
+    """The generator of one cell's relative rotations under --rotation-prior aitom (a stream of its own, so that the
+    cell's other draws are those of the Haar table)."""
+    return np.random.default_rng([PRIOR_STREAM, seed, zlib.crc32(structure.encode()), zlib.crc32(f"{snr:g}".encode())])
 
-    return simulate_pairs(template, n, snr=snr, rng=pair_generator(seed, structure, snr))
+
+def aitom_rotations_for_cell(n: int, seed: int, structure: str, snr: float) -> np.ndarray:
+    """(n, 3, 3) one cell's relative rotations under --rotation-prior aitom."""
+    from gumalign.geometry import aitom_rotations
+
+    return aitom_rotations(n, prior_generator(seed, structure, snr))
+
+
+def prior_guess(prior: str, seed: int) -> np.ndarray:
+    """(3, 3) the best constant rotation under ``prior``: the identity for Haar (every constant scores 2.40), the
+    minimiser of the mean Frobenius error over PRIOR_GUESS_DRAWS draws of aitom's sampler otherwise."""
+    from gumalign.geometry import aitom_rotations, best_constant_rotation
+
+    if prior == "haar":
+        return np.eye(3)
+    return best_constant_rotation(aitom_rotations(PRIOR_GUESS_DRAWS, np.random.default_rng([PRIOR_GUESS_STREAM, seed])))
+
+
+def simulate_cell(template: np.ndarray, n: int, snr: float, seed: int, structure: str, prior: str = "haar",
+                  task: str = "pairs"):
+    """One cell's test data (a SimulatedPairs).
+
+    task 'pairs': the seed's pairs (s_a no wedge, s_b a 30° wedge, each at its own pose); under the aitom prior the
+    relative rotation R_b·R_aᵀ is aitom's draw. task 'reference': `gumalign align --ref`'s job: s_a is the noise-free
+    template itself at the identity (one volume, no wedge, broadcast to every particle), s_b the particle (30° wedge,
+    shifts ±7 per axis), so the truth is s_b's own pose (aitom's draw under that prior).
+    """
+    from gumalign.fourier.wedge import wedge_mask
+    from gumalign.simulate.imaging import SimulatedPairs, random_poses, simulate_pairs, simulate_subtomograms
+
+    rng = pair_generator(seed, structure, snr)
+    relative = aitom_rotations_for_cell(n, seed, structure, snr) if prior == "aitom" else None
+    if task == "pairs":
+        return simulate_pairs(template, n, snr=snr, rng=rng, relative_rotations=relative)
+    rotations_b, shifts_b = random_poses(n, 7.0, rng)
+    if relative is not None:
+        rotations_b = relative
+    s_b = simulate_subtomograms(template, rotations_b, shifts_b, snr=snr, rng=rng, tilt_range=(-60.0, 60.0))
+    shape = template.shape
+    return SimulatedPairs(
+        s_a=np.asarray(template, dtype=np.float32)[None], s_b=s_b, rotations=rotations_b, shifts=shifts_b,
+        rotations_a=np.repeat(np.eye(3)[None], n, axis=0), shifts_a=np.zeros((n, 3)),
+        rotations_b=rotations_b, shifts_b=shifts_b,
+        weight_a=wedge_mask(shape, (-90.0, 90.0), "centred"), weight_b=wedge_mask(shape, (-60.0, 60.0), "centred"),
+    )
 
 
 # --- cell cache ---------------------------------------------------------------------------------------------------
@@ -431,6 +554,10 @@ def cell_fingerprint(method: "Method", args) -> dict:
 
     fingerprint = {"method": method.key, "n": args.n, "seed": args.seed, "max_shift": args.max_shift,
                    "refine": not args.no_refine, "quick": args.quick}
+    # Added with the prior, task and protocol options; left out at their defaults so older caches stay valid.
+    for name, default in (("rotation_prior", "haar"), ("task", "pairs"), ("protocol", "unseen")):
+        if getattr(args, name) != default:
+            fingerprint[name] = getattr(args, name)
     if method.model is not None:
         fingerprint["model_sha256"] = model_record(method.model).get("sha256")
     return fingerprint
@@ -527,6 +654,58 @@ def align_cell(pairs, aligners: dict, methods: list[Method], refine: bool, args,
             yield m.key + REFINE, refined, seconds + time.perf_counter() - began
 
 
+def reference_row(key: str, pairs, template: np.ndarray, guess: np.ndarray, fa_aligner, args):
+    """One reference row on one cell's pairs: (AlignmentResult, seconds).
+
+    'prior': the prior's best constant rotation (``guess``) and a zero shift for every pair: what knowing only the
+    test's rotation prior scores. 'floor': refine_alignment started at the true transform: the constrained-correlation
+    optimum next to the truth, whose error is the noise-limited floor of correlation-based alignment (a method can
+    score lower only by not maximising that correlation, e.g. by knowing the structure). 'oracle': s_a and s_b each
+    aligned by F&A + refine to the noise-free template, the two poses composed (R = R_b·R_aᵀ, t = t_b - R·t_a):
+    what knowing the structure buys.
+    """
+    import torch
+
+    from gumalign.align.base import AlignmentResult
+    from gumalign.align.refine import refine_alignment
+    from gumalign.devices import resolve_device
+    from gumalign.fourier.wedge import wedge_mask
+    from gumalign.simulate.imaging import relative_transform
+
+    n = len(pairs.s_b)
+    began = time.perf_counter()
+    if key == "prior":
+        result = AlignmentResult(rotations=np.repeat(guess[None], n, axis=0), shifts=np.zeros((n, 3)),
+                                 scores=np.full(n, np.nan))
+        return result, time.perf_counter() - began
+    device = resolve_device(args.device)
+    parts = torch.as_tensor(pairs.s_b, device=device)
+    w_a = torch.as_tensor(pairs.weight_a[None], device=device)
+    w_b = torch.as_tensor(pairs.weight_b[None], device=device)
+    if key == "floor":
+        truth = AlignmentResult(rotations=pairs.rotations, shifts=pairs.shifts, scores=np.zeros(n))
+        refs = torch.as_tensor(pairs.s_a, device=device)
+        result = refine_alignment(refs, w_a, parts, w_b, truth, **refine_options(args))
+    elif key == "oracle":
+        reference = np.asarray(template, dtype=np.float32)[None]
+        full = wedge_mask(template.shape, (-90.0, 90.0), "centred")[None]
+        refs = torch.as_tensor(reference, device=device)
+        full_t = torch.as_tensor(full, device=device)
+        poses = []
+        for volumes, weight in ((pairs.s_a, pairs.weight_a[None]), (pairs.s_b, pairs.weight_b[None])):
+            start = fa_aligner.align(reference, full, volumes, weight)
+            poses.append(refine_alignment(refs, full_t, torch.as_tensor(volumes, device=device),
+                                          torch.as_tensor(weight, device=device), start, **refine_options(args)))
+        rotations, shifts = relative_transform(poses[0].rotations, poses[0].shifts, poses[1].rotations,
+                                               poses[1].shifts)
+        result = AlignmentResult(rotations=rotations, shifts=shifts, scores=np.minimum(poses[0].scores,
+                                                                                       poses[1].scores))
+    else:
+        raise GumalignError(f"unknown reference row {key!r}; choose from {','.join(REFERENCE_ROWS)}")
+    _sync(device)
+    return result, time.perf_counter() - began
+
+
 def pair_records(structure: str, snr: float, key: str, pairs, result, operators) -> list[dict]:
     """One CSV row per pair: symmetry-aware and raw errors, the operator used, the score."""
     from gumalign.geometry import rotation_error, translation_error
@@ -611,12 +790,25 @@ def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: fl
 # --- statistics -----------------------------------------------------------------------------------------------------
 
 
-def stats(values: np.ndarray) -> dict:
-    """mean, std (ddof 0, as numpy and the seed's code), standard error of the mean (ddof 1), n."""
+def rotation_angle_deg(errors: np.ndarray) -> np.ndarray:
+    """The angle (degrees) of R_trueᵀ·R_est from the Frobenius error e = 2·sqrt(2)·sin(θ/2) (DESIGN.md, Metrics)."""
+    return np.degrees(2.0 * np.arcsin(np.clip(np.asarray(errors, dtype=np.float64) / (2.0 * np.sqrt(2.0)), 0.0, 1.0)))
+
+
+def stats(values: np.ndarray, rotation: bool = False) -> dict:
+    """mean, std (ddof 0, as numpy and the seed's code), standard error of the mean (ddof 1), median, n; for rotation
+    errors also the shares of pairs whose error angle is within 15° and within 30° (a mean rewards a method that
+    hedges between plausible answers; these do not)."""
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
-    return {"mean": float(values.mean()), "std": float(values.std()), "n": n,
-            "sem": float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")}
+    out = {"mean": float(values.mean()), "std": float(values.std()), "n": n,
+           "sem": float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+           "median": float(np.median(values))}
+    if rotation:
+        angles = rotation_angle_deg(values)
+        out["within_15"] = float(np.mean(angles <= 15.0))
+        out["within_30"] = float(np.mean(angles <= 30.0))
+    return out
 
 
 def errors_of(records: list[dict], metric: str) -> dict:
@@ -715,13 +907,64 @@ def _p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
+COMPACT_LEGEND = ("each cell is rotation error median · share of pairs within 15° · within 30° (angle of "
+                  "R_trueᵀ·R_est) · translation error median (voxels).")
+REFERENCE_NOTE = (
+    "*Prior only* answers every pair with the best constant rotation for the test's rotation prior and a zero shift "
+    "(under Haar-uniform rotations any constant scores 2.40): a method near it has learned nothing about the pair. "
+    "*Floor* is refine_alignment started at the true transform, i.e. the wedge-constrained correlation optimum next "
+    "to the truth: its error is the noise-limited floor of correlation-based alignment (a correlation method that "
+    "finds the global optimum cannot do better where that optimum is the local one). *Template oracle* aligns s_a and "
+    "s_b each to the noise-free template (F&A + refine) and composes the two poses: what knowing the structure buys. "
+    "A learned method may beat the floor only by knowing the structure, so it should stay above the oracle.")
+
+
+def _setting_lines(ctx: dict) -> list[str]:
+    """The report's lines on the rotation prior, the training protocol and the task."""
+    prior = ctx.get("prior", "haar")
+    protocol = ctx.get("protocol", "unseen")
+    task = ctx.get("task", "pairs")
+    lines = [
+        "- Rotation prior: " + ("Haar-uniform (the headline)." if prior == "haar" else
+                                "aitom's sampler (gumalign.geometry.aitom_rotations: U of an SVD of a uniform [0, 1) "
+                                "matrix, not Haar-uniform; its best constant guess scores ~1.32) for the relative "
+                                "rotation R_b·R_aᵀ" + (" (the particle's pose in the reference task)" if task !=
+                                                        "pairs" else "") + "; shifts as in the Haar table."),
+        "- Protocol: " + ("unseen: the models as given, trained on other structures than these." if protocol ==
+                          "unseen" else "seed: the Gum-Net family fine-tuned on pairs of these same structures drawn "
+                          "from streams disjoint from the test pairs, at SNR 100 and then from that model per SNR, "
+                          "as the seed did (models listed below)."),
+        "- Task: " + ("pair alignment (the seed's): s_a onto s_b, both noisy." if task == "pairs" else
+                      "reference alignment (`gumalign align --ref`): each particle (s_b: 30° wedge, shifts ±7 per "
+                      "axis) aligned to the noise-free template at the identity; the seed has no such table."),
+    ]
+    return lines
+
+
+def _compact_cell(cell: dict) -> str:
+    r, t = cell["rotation_error"], cell["translation_error"]
+    return f"{r['median']:.2f} · {100 * r['within_15']:.0f}% · {100 * r['within_30']:.0f}% · {t['median']:.2f}"
+
+
+def _compact_rows(ctx: dict, keys: list[str], cell_of) -> list[str]:
+    lines = _header("Method", ctx["snrs"])
+    for key in keys:
+        lines.append(f"| {row_label(key, ctx['method_map'])} | "
+                     + " | ".join(_compact_cell(cell_of(key, snr)) for snr in ctx["snrs"]) + " |")
+    return lines
+
+
 def render_markdown(ctx: dict) -> str:
     """The report: setup, per-structure tables beside the seed's, summary, t-tests, speed, throughput."""
     structures, snrs, keys, methods = ctx["structures"], ctx["snrs"], ctx["keys"], ctx["methods"]
+    references = list(ctx.get("reference_keys", []))
     rot, trans, prov = ctx["rot"], ctx["trans"], ctx["provenance"]
     seed_snr = {s: i for i, s in enumerate(SNRS)}
     lines = [
-        "# Gum-Net paper tables S1–S5 side by side" + (" (QUICK SMOKE TEST: not results)" if ctx["quick"] else ""),
+        ("# Gum-Net paper tables S1–S5 side by side" if ctx.get("task", "pairs") == "pairs" else
+         "# Reference alignment to the noise-free template, beside the paper tables")
+        + (f" ({ctx.get('prior', 'haar')} rotation prior, {ctx.get('protocol', 'unseen')} protocol)")
+        + (" (QUICK SMOKE TEST: not results)" if ctx["quick"] else ""),
         "",
         f"Generated by `bench/paper_tables.py`. N = {ctx['n']} test pairs per structure × SNR cell "
         f"({ctx['n'] * len(structures)} per SNR over all structures); --seed {ctx['seed']}.",
@@ -729,6 +972,8 @@ def render_markdown(ctx: dict) -> str:
         f"- Command: `{prov['command']}`",
         *([f"- Re-rendered (same numbers, throughput rows merged) by: `{ctx['rendered_from']}`"]
           if ctx.get("rendered_from") else []),
+        *([f"- Rows merged in from (same test pairs, computed separately): "
+           + ", ".join(f"`{p}`" for p in ctx["merged_from"])] if ctx.get("merged_from") else []),
         f"- Commit: {prov['commit']}",
         f"- Machine: {prov['cpu']}, {prov['cores']} cores, torch threads {prov['torch_threads']}, alignment device "
         f"`{ctx['device']}`" + (f", GPU {prov['gpu']}" if prov.get("gpu") else ", no GPU"),
@@ -743,6 +988,7 @@ def render_markdown(ctx: dict) -> str:
                                "raw errors are in the CSV."),
         "- Refine rows: the method's answer refined by gumalign.align.refine.refine_alignment (the `--refine` of "
         "`gumalign align`)" + (", shortened by --quick to one round at 6°." if ctx["quick"] else "."),
+        *_setting_lines(ctx),
         "",
         "Models:",
         "",
@@ -750,6 +996,8 @@ def render_markdown(ctx: dict) -> str:
     for m in methods:
         if m.model is not None:
             lines.append(f"- {m.label}: {m.description}")
+    for entry in ctx.get("protocol_models", []):
+        lines.append(f"- SNR {entry['snr']:g}, {entry['key']}: {entry['description']}")
     if any(not m.trained for m in methods):
         lines += ["", "**Rows marked (untrained) use a randomly initialised network: their errors say nothing about "
                       "Gum-Net's accuracy.**"]
@@ -769,10 +1017,12 @@ def render_markdown(ctx: dict) -> str:
         info = ctx["structure_info"][s]
         lines += [f"### {s} ({info['pdb_id']})", ""]
         lines += _header("Method", snrs)
-        for key in keys:
+        for key in keys + references:
             cells = [_cell(stats(rot[(s, snr, key)]), stats(trans[(s, snr, key)])) for snr in snrs]
             lines.append(f"| {row_label(key, ctx['method_map'])} | " + " | ".join(cells) + " |")
-        seed = SEED_COUNTERPART.get(s)
+        lines += ["", f"Medians and shares, {s}: " + COMPACT_LEGEND, ""]
+        lines += _compact_rows(ctx, keys + references, lambda key, snr: ctx["cells"][f"{s}|{snr:g}|{key}"])
+        seed = SEED_COUNTERPART.get(s) if ctx.get("task", "pairs") == "pairs" else None
         if seed:
             lines += ["", f"Seed Table {seed[0]} ({seed[2]}, {seed[1]}), same SNRs:", ""]
             lines += _header("Seed method", snrs)
@@ -786,10 +1036,22 @@ def render_markdown(ctx: dict) -> str:
     lines += ["## All structures", "", f"Ours: every pair of the {len(structures)} structure(s) pooled "
               f"({ctx['n'] * len(structures)} pairs per cell).", ""]
     lines += _header("Method", snrs)
-    for key in keys:
+    for key in keys + references:
         cells = [_cell(stats(pooled(rot, structures, snr, key)), stats(pooled(trans, structures, snr, key)))
                  for snr in snrs]
         lines.append(f"| {row_label(key, ctx['method_map'])} | " + " | ".join(cells) + " |")
+    lines += ["", "Medians and shares, every pair pooled: " + COMPACT_LEGEND, ""]
+    lines += _compact_rows(ctx, keys + references, lambda key, snr: ctx["pooled"][f"{snr:g}|{key}"])
+    if references:
+        lines += ["", "Reference rows (same pairs): " + REFERENCE_NOTE]
+    checks = ctx.get("order_checks") or []
+    if checks:
+        broken = [c for c in checks if not c["holds"]]
+        lines += ["", f"Order checks (pooled means): {len(checks) - len(broken)} of {len(checks)} hold"
+                  + ("." if not broken else "; broken: " + "; ".join(
+                      f"SNR {c['snr']:g} {c['check']} ({c['left']:.3f} vs {c['right']:.3f})" for c in broken) + ".")]
+    if ctx.get("task", "pairs") != "pairs":
+        tables = []  # the seed's tables are pair alignments: no counterpart for the reference task
     if tables:
         lines += ["", f"Seed, Tables {', '.join(tables)} pooled (mean of the table means; std of the mixture, "
                       "assuming equal N per table):", ""]
@@ -800,7 +1062,7 @@ def render_markdown(ctx: dict) -> str:
         lines += ["", "Difference of mean rotation errors, ours − seed (negative: ours lower), same method, "
                       "no refine:", ""]
         lines += _header("Method", snrs)
-        for m in methods:
+        for m in (m for m in methods if m.key in BASE_METHODS):
             cells = [f"{pooled(rot, structures, snr, m.key).mean() - seed_pooled(tables, m.key, seed_snr[snr])[0]:+.2f}"
                      if snr in seed_snr else "–" for snr in snrs]
             lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
@@ -916,6 +1178,24 @@ def parse_args(argv=None):
                         help="with --render-from: append the throughput rows of another run's OUT.json (repeatable)")
     parser.add_argument("--throughput-devices", default="cpu,cuda",
                         help="devices of the throughput section (cuda only when present), or 'none'")
+    parser.add_argument("--rotation-prior", choices=PRIORS, default="haar",
+                        help="test rotations: haar (uniform, the default and the headline) or aitom (as aitom's "
+                             "sampler draws them; see gumalign.geometry.aitom_rotations)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="unseen",
+                        help="unseen: the models as given (trained on other structures); seed: the Gum-Net family "
+                             "fine-tuned on the table's own structures (disjoint draws), at SNR 100 then per SNR")
+    parser.add_argument("--seed-pairs", type=int, default=2000, help="--protocol seed: training pairs per fine-tune")
+    parser.add_argument("--seed-epochs", type=int, default=10, help="--protocol seed: epochs per fine-tune")
+    parser.add_argument("--seed-protocol-dir", default=None,
+                        help="--protocol seed: keep the fine-tuned models here (resumable; default a temporary folder)")
+    parser.add_argument("--task", choices=TASKS, default="pairs",
+                        help="pairs: the seed's pair alignment; reference: particles aligned to the noise-free "
+                             "template (what `gumalign align --ref` does)")
+    parser.add_argument("--reference-rows", default=None,
+                        help="comma-separated reference rows (prior, floor, oracle) or none (default: all that apply)")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="with --render-from: add the rows of another run's OUT.json (+ .csv) on the same pairs "
+                             "(e.g. reference rows computed later); repeatable")
     args = parser.parse_args(argv)
     if args.n is None:
         args.n = QUICK_N if args.quick else 100
@@ -923,7 +1203,23 @@ def parse_args(argv=None):
         args.structures = ",".join(QUICK_STRUCTURES if args.quick else DEFAULT_STRUCTURES)
     if args.batch_sizes is None:
         args.batch_sizes = "1,8" if args.quick else "1,32,256"
+    if args.quick and args.protocol == "seed":
+        args.seed_pairs, args.seed_epochs = min(args.seed_pairs, 8), min(args.seed_epochs, 1)
     return args
+
+
+def reference_rows_of(args) -> list[str]:
+    """The reference rows asked for (--reference-rows; default all that apply: the oracle only to pairs)."""
+    if args.reference_rows is None:
+        return [k for k in REFERENCE_ROWS if args.task == "pairs" or k != "oracle"]
+    names = [] if args.reference_rows == "none" else _split(args.reference_rows)
+    unknown = [k for k in names if k not in REFERENCE_ROWS]
+    if unknown:
+        raise GumalignError(f"--reference-rows: unknown {unknown}; choose from {','.join(REFERENCE_ROWS)} or none")
+    if args.task == "reference" and "oracle" in names:
+        raise GumalignError("--reference-rows oracle is for --task pairs (with the template as reference, every "
+                            "method already knows the structure)")
+    return [k for k in REFERENCE_ROWS if k in names]
 
 
 def _split(text: str) -> list[str]:
@@ -947,9 +1243,9 @@ def validate(args) -> tuple[list[str], list[float], list[str], list[int]]:
         raise GumalignError(f"--snrs must be positive numbers, got {args.snrs!r}")
     if any(b < 1 for b in batch_sizes) or args.batch_size < 1 or args.threads < 1:
         raise GumalignError("batch sizes and --threads must be at least 1")
-    methods = _split(args.methods)
+    methods = [] if args.methods == "none" else _split(args.methods)
     unknown = [m for m in methods if m not in BASE_METHODS]
-    if unknown or not methods:
+    if unknown or (not methods and args.methods != "none"):
         raise GumalignError(f"--methods: unknown {unknown or 'nothing given'}; choose from {','.join(BASE_METHODS)}")
     if args.compare is not None and not args.compare.is_file():
         raise GumalignError(f"--compare {args.compare}: no such file")
@@ -961,12 +1257,14 @@ def run(args) -> dict:
     """The whole benchmark; returns the context the report is rendered from (also written as JSON)."""
     import torch
 
+    from gumalign.align.registry import get_aligner
     from gumalign.devices import resolve_device
     from gumalign.simulate.templates import find_builtin, load_builtin_template
 
     began = time.perf_counter()
     torch.set_num_threads(args.threads)
     structures, snrs, method_names, batch_sizes = validate(args)
+    reference_names = reference_rows_of(args)
     device = resolve_device(args.device)
     refine = not args.no_refine
     prov = provenance(args.threads)
@@ -982,10 +1280,11 @@ def run(args) -> dict:
                 methods.append(gumnet)
             else:
                 methods.append(resolve_ablation(name, args, gumnet, workdir))
-        if args.train_only:
+        if args.train_only and args.protocol == "unseen":
             return {"trained_only": [m.key for m in methods if m.model is not None]}
         keys = row_keys(methods, refine)
-        aligners = make_aligners(methods, args)
+        reference_methods = [Method(k, REFERENCE_LABELS[k], description="reference row (see reference_row)")
+                             for k in reference_names]
 
         structure_info, templates, operators = {}, {}, {}
         for s in structures:
@@ -999,16 +1298,32 @@ def run(args) -> dict:
             structure_info[s] = {"pdb_id": record.pdb_id, "mass_kda": record.mass_kda, "symmetry": group.name,
                                  "symmetry_check": group.min_self_correlation}
 
-        records, seconds = [], {k: 0.0 for k in keys}
+        # Per-SNR models: --protocol seed fine-tunes the Gum-Net family on the table's structures.
+        per_snr = {snr: {} for snr in snrs}
+        if args.protocol == "seed":
+            folder = Path(args.seed_protocol_dir) if args.seed_protocol_dir else workdir / "seed_protocol"
+            per_snr = seed_protocol_models(methods, templates, snrs, args, folder)
+            if args.train_only:
+                return {"trained_only": sorted({k for models in per_snr.values() for k in models})}
+        base_aligners = make_aligners(methods, args)
+        fa_for_oracle = (get_aligner("fa", device=args.device, **({"max_shift": args.max_shift}
+                                                                  if args.max_shift is not None else {}))
+                         if "oracle" in reference_names else None)
+        guess = prior_guess(args.rotation_prior, args.seed)
+
+        records, seconds = [], {k: 0.0 for k in keys + reference_names}
         cells_dir = Path(args.cells) if args.cells else None
-        fingerprints = {m.key: cell_fingerprint(m, args) for m in methods}
         align_devices, warmed, cached_total = set(), set(), 0
         first_pairs = None
         total = len(structures) * len(snrs)
         for index, (s, snr) in enumerate(((s, snr) for s in structures for snr in snrs), start=1):
+            cell_methods = [per_snr[snr].get(m.key, m) for m in methods]
+            aligners = dict(base_aligners)
+            if per_snr[snr]:
+                aligners.update(make_aligners(list(per_snr[snr].values()), args))
             todo = []
-            for m in methods:
-                cell = read_cell(cells_dir, s, snr, m, fingerprints[m.key])
+            for m in cell_methods + reference_methods:
+                cell = read_cell(cells_dir, s, snr, m, cell_fingerprint(m, args))
                 if cell is None:
                     todo.append(m)
                     continue
@@ -1016,30 +1331,36 @@ def run(args) -> dict:
                 align_devices.add(cell["device"])
                 for key, spent in cell["seconds"].items():
                     seconds[key] += spent
-            cached = len(methods) - len(todo)
+            cached = len(cell_methods) + len(reference_methods) - len(todo)
             cached_total += cached
             if not todo:
-                _log(f"[{index}/{total}] {s} SNR {snr:g}: every method read from {cells_dir}", args.quiet)
+                _log(f"[{index}/{total}] {s} SNR {snr:g}: every row read from {cells_dir}", args.quiet)
                 continue
             t0 = time.perf_counter()
-            pairs = simulate_cell(templates[s], args.n, snr, args.seed, s)
+            pairs = simulate_cell(templates[s], args.n, snr, args.seed, s, args.rotation_prior, args.task)
             simulated = time.perf_counter() - t0
             first_pairs = first_pairs or pairs
             align_devices.add(str(device))
             cell_seconds = {}
             for m in todo:
                 cell_records, spent_by_key = [], {}
-                for key, result, spent in align_cell(pairs, aligners, [m], refine, args, warm_up=m.key not in warmed):
+                if m.key in REFERENCE_ROWS:
+                    result, spent = reference_row(m.key, pairs, templates[s], guess, fa_for_oracle, args)
+                    outcomes = [(m.key, result, spent)]
+                else:
+                    outcomes = align_cell(pairs, aligners, [m], refine, args, warm_up=m.key not in warmed)
+                for key, result, spent in outcomes:
                     seconds[key] += spent
                     cell_seconds[key] = spent_by_key[key] = spent
                     cell_records += pair_records(s, snr, key, pairs, result, operators[s])
                 warmed.add(m.key)
                 records += cell_records
                 if cells_dir is not None:
-                    write_cell(cells_dir, s, snr, m, fingerprints[m.key], cell_records, spent_by_key, str(device))
+                    write_cell(cells_dir, s, snr, m, cell_fingerprint(m, args), cell_records, spent_by_key,
+                               str(device))
             _log(f"[{index}/{total}] {s} SNR {snr:g}: {args.n} pairs simulated in {simulated:.1f} s; "
                  + ", ".join(f"{k} {v:.1f} s" for k, v in cell_seconds.items())
-                 + (f"; {cached} method(s) read from {cells_dir}" if cached else ""), args.quiet)
+                 + (f"; {cached} row(s) read from {cells_dir}" if cached else ""), args.quiet)
 
         throughput = []
         throughput_devices = [d for d in _split(args.throughput_devices) if d != "none"]
@@ -1049,25 +1370,26 @@ def run(args) -> dict:
             _log(f"Gum-Net throughput at batch sizes {batch_sizes} on {', '.join(throughput_devices)}", args.quiet)
             throughput = gumnet_throughput(gumnet.model, first_pairs, batch_sizes, 0.3 if args.quick else 3.0,
                                            throughput_devices)
+        protocol_models = [{"snr": snr, "key": m.key, "model": m.model, "description": m.description}
+                           for snr in snrs for m in per_snr[snr].values()]
 
     metric_rot = "rotation_error_raw" if args.raw_errors else "rotation_error"
     metric_trans = "translation_error_raw" if args.raw_errors else "translation_error"
     rot, trans = errors_of(records, metric_rot), errors_of(records, metric_trans)
     n_pairs = args.n * len(structures) * len(snrs)
+    all_methods = methods + reference_methods
     ctx = {
         "quick": args.quick, "n": args.n, "seed": args.seed, "structures": structures, "snrs": snrs, "keys": keys,
-        "methods": methods, "method_map": {m.key: m for m in methods}, "rot": rot, "trans": trans,
+        "reference_keys": reference_names, "prior": args.rotation_prior, "protocol": args.protocol, "task": args.task,
+        "protocol_models": protocol_models,
+        "methods": all_methods, "method_map": {m.key: m for m in all_methods}, "rot": rot, "trans": trans,
         "raw_errors": args.raw_errors, "structure_info": structure_info, "provenance": prov,
         "device": ", ".join(sorted(align_devices)) or str(device),
         "batch_size": args.batch_size, "timing": {k: v / n_pairs for k, v in seconds.items()},
         "cached_cells": cached_total, "cells_dir": args.cells,
         "throughput": throughput, "tests": paired_tests(rot, structures, snrs, keys), "records": records,
     }
-    ctx["cells"] = {
-        f"{s}|{snr:g}|{key}": {"rotation_error": stats(rot[(s, snr, key)]),
-                               "translation_error": stats(trans[(s, snr, key)])}
-        for s in structures for snr in snrs for key in keys
-    }
+    finish_context(ctx)
     if args.compare is not None:
         previous = json.loads(args.compare.read_text())
         ctx["comparison"] = compare_with(previous.get("cells", {}), ctx["cells"])
@@ -1076,25 +1398,95 @@ def run(args) -> dict:
     return ctx
 
 
-def context_from_saved(summary_path: Path, extra_throughput: list[Path]) -> dict:
-    """The report context of an earlier run, rebuilt from its OUT.json and OUT.csv (to re-render the report, e.g.
-    with throughput rows measured elsewhere appended)."""
+def finish_context(ctx: dict) -> None:
+    """Per-cell statistics (every row, reference rows included) and the order checks, from ctx's per-pair errors."""
+    rot, trans = ctx["rot"], ctx["trans"]
+    rows = list(ctx["keys"]) + list(ctx.get("reference_keys", []))
+    ctx["cells"] = {
+        f"{s}|{snr:g}|{key}": {"rotation_error": stats(rot[(s, snr, key)], rotation=True),
+                               "translation_error": stats(trans[(s, snr, key)])}
+        for s in ctx["structures"] for snr in ctx["snrs"] for key in rows
+    }
+    ctx["pooled"] = {
+        f"{snr:g}|{key}": {"rotation_error": stats(pooled(rot, ctx["structures"], snr, key), rotation=True),
+                           "translation_error": stats(pooled(trans, ctx["structures"], snr, key))}
+        for snr in ctx["snrs"] for key in rows
+    }
+    ctx["order_checks"] = order_checks(ctx)
+
+
+def order_checks(ctx: dict) -> list[dict]:
+    """The orders the reference rows must keep, per SNR on pooled means: the floor at or below every classical row;
+    a learned row below the floor at or above the template oracle. Each entry says whether it holds."""
+    out = []
+    refs = set(ctx.get("reference_keys", []))
+    for snr in ctx["snrs"]:
+        mean = {key: ctx["pooled"][f"{snr:g}|{key}"]["rotation_error"]["mean"]
+                for key in list(ctx["keys"]) + list(refs)}
+        if "floor" in refs:
+            for key in ctx["keys"]:
+                if key.removesuffix(REFINE) in CLASSICAL:
+                    out.append({"snr": snr, "check": f"floor <= {key}", "left": mean["floor"], "right": mean[key],
+                                "holds": bool(mean["floor"] <= mean[key] + 1e-12)})
+            if "oracle" in refs:
+                for key in ctx["keys"]:
+                    if key.removesuffix(REFINE) not in CLASSICAL and mean[key] < mean["floor"]:
+                        out.append({"snr": snr, "check": f"oracle <= {key} (below the floor)",
+                                    "left": mean["oracle"], "right": mean[key],
+                                    "holds": bool(mean["oracle"] <= mean[key] + 1e-12)})
+    return out
+
+
+def _saved_run(summary_path: Path) -> tuple[dict, list[dict]]:
+    """(summary, per-pair records) of an earlier run: OUT.json and OUT.csv (or OUT.csv.gz) beside it."""
     import gzip
 
     table = summary_path.with_suffix(".csv")
     if not table.is_file():
         table = summary_path.with_suffix(".csv.gz")
-    for path in [summary_path, table, *extra_throughput]:
+    for path in (summary_path, table):
         if not path.is_file():
             raise GumalignError(
-                f"{path}: no such file (--render-from needs OUT.json with OUT.csv or OUT.csv.gz beside it)"
+                f"{path}: no such file (--render-from and --merge need OUT.json with OUT.csv or OUT.csv.gz beside it)"
             )
     summary = json.loads(summary_path.read_text())
     types = {"snr": float, "pair": int, "symmetry_operator": int, "rotation_error": float,
              "translation_error": float, "rotation_error_raw": float, "translation_error_raw": float, "score": float}
     with (gzip.open(table, "rt", newline="") if table.suffix == ".gz" else table.open(newline="")) as handle:
         records = [{k: types.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return summary, records
+
+
+# What must agree between a run and one merged into it: the same test pairs.
+SAME_PAIRS = ("n", "seed", "structures", "snrs", "rotation_prior", "task", "quick")
+SAVED_DEFAULTS = {"rotation_prior": "haar", "task": "pairs", "protocol": "unseen", "reference_rows": []}
+
+
+def context_from_saved(summary_path: Path, extra_throughput: list[Path], merge: list[Path] = ()) -> dict:
+    """The report context of an earlier run, rebuilt from its OUT.json and OUT.csv (to re-render the report, e.g.
+    with throughput rows measured elsewhere appended, or the rows of runs on the same pairs merged: ``merge``)."""
+    for path in extra_throughput:
+        if not path.is_file():
+            raise GumalignError(f"{path}: no such file")
+    summary, records = _saved_run(summary_path)
+    summary = SAVED_DEFAULTS | summary
     methods = [Method(**m) for m in summary["methods"]]
+    reference_keys = list(summary["reference_rows"])
+    for path in merge:
+        other, other_records = _saved_run(path)
+        other = SAVED_DEFAULTS | other
+        differ = [k for k in SAME_PAIRS if other.get(k) != summary.get(k)]
+        if differ:
+            raise GumalignError(f"--merge {path}: not the same test pairs ({', '.join(differ)} differ)")
+        new_rows = [k for k in other["rows"] + other["reference_rows"] if k not in summary["rows"] + reference_keys]
+        if not new_rows:
+            raise GumalignError(f"--merge {path}: no row that {summary_path} lacks")
+        known = {m.key for m in methods}
+        methods += [Method(**m) for m in other["methods"] if m["key"] not in known]
+        summary["rows"] += [k for k in other["rows"] if k in new_rows]
+        reference_keys += [k for k in other["reference_rows"] if k in new_rows]
+        records += [r for r in other_records if r["method"] in new_rows]
+        summary["seconds_per_pair"] |= {k: v for k, v in other["seconds_per_pair"].items() if k in new_rows}
     metric = "_raw" if summary["raw_errors"] else ""
     throughput = list(summary["throughput"])
     for path in extra_throughput:
@@ -1110,7 +1502,11 @@ def context_from_saved(summary_path: Path, extra_throughput: list[Path]) -> dict
         "comparison": None, "wall_seconds": summary["wall_seconds"],
         "cached_cells": summary.get("cached_cells", 0), "cells_dir": summary.get("cells_dir"),
         "rendered_from": " ".join(sys.argv),
+        "reference_keys": reference_keys, "prior": summary["rotation_prior"], "protocol": summary["protocol"],
+        "task": summary["task"], "protocol_models": summary.get("protocol_models", []),
+        "merged_from": [str(p) for p in merge],
     }
+    finish_context(ctx)
     return ctx
 
 
@@ -1133,6 +1529,10 @@ def write_outputs(ctx: dict, out: Path) -> None:
         "comparison": ctx.get("comparison"), "wall_seconds": ctx["wall_seconds"], "batch_size": ctx["batch_size"],
         "cached_cells": ctx.get("cached_cells", 0), "cells_dir": ctx.get("cells_dir"),
         "rendered_from": ctx.get("rendered_from"),
+        "reference_rows": ctx.get("reference_keys", []), "rotation_prior": ctx.get("prior", "haar"),
+        "protocol": ctx.get("protocol", "unseen"), "task": ctx.get("task", "pairs"),
+        "protocol_models": ctx.get("protocol_models", []), "pooled": ctx["pooled"],
+        "order_checks": ctx["order_checks"], "merged_from": ctx.get("merged_from", []),
     }
     write_text_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1))
     write_text_atomic(out, render_markdown(ctx))
@@ -1142,9 +1542,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.render_from is not None:
-            ctx = context_from_saved(args.render_from, args.add_throughput)
-        elif args.add_throughput:
-            raise GumalignError("--add-throughput goes with --render-from")
+            ctx = context_from_saved(args.render_from, args.add_throughput, args.merge)
+        elif args.add_throughput or args.merge:
+            raise GumalignError("--add-throughput and --merge go with --render-from")
         else:
             ctx = run(args)
         if "trained_only" in ctx:

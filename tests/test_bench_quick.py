@@ -43,7 +43,7 @@ def bench_common():
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "quick.md"
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--threads", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -65,13 +65,18 @@ def _tables(markdown: str) -> dict[str, list[list[str]]]:
     return tables
 
 
+REFERENCE_LABELS = ["Prior only (best constant guess)", "Floor (refine from the truth)",
+                    "Template oracle (F&A + refine to the template, composed)"]
+COMPACT = re.compile(r"^(\d+\.\d+) · (\d+)% · (\d+)% · (\d+\.\d+)$")
+
+
 def _expected_labels(untrained: bool) -> list[str]:
     labels = []
     for label in BASE_LABELS:
         if label.startswith("Gum-Net") and untrained:
             label += " (untrained)"
         labels += [label, label + " + refine"]
-    return labels
+    return labels + REFERENCE_LABELS
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -102,7 +107,8 @@ def test_quick_table_has_every_method_and_snr_filled(quick_run):
     assert seed[1] == ["H-T align (seed)", "0.06±0.02, 1.03±0.63", "0.61±0.87, 2.64±3.55", "1.62±1.14, 6.08±4.92",
                        "2.15±0.88, 8.49±4.72", "2.38±0.56, 11.36±5.13"]
     speed = next(rows for rows in tables.values() if rows and rows[0][:2] == ["Method", "s / pair"])
-    assert [r[0] for r in speed[1:]] == expected and all(float(r[1]) > 0 for r in speed[1:])
+    methods_only = expected[: -len(REFERENCE_LABELS)]
+    assert [r[0] for r in speed[1:]] == methods_only and all(float(r[1]) > 0 for r in speed[1:])
     throughput = next(rows for rows in tables.values() if rows and rows[0][:2] == ["device", "batch size"])
     assert [r[1] for r in throughput[1:]] == ["1", "8"]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in throughput[1:])
@@ -111,7 +117,7 @@ def test_quick_table_has_every_method_and_snr_filled(quick_run):
 def test_quick_cells_and_t_tests_agree_with_the_raw_errors(quick_run):
     rows = _csv_rows(quick_run.with_suffix(".csv"))
     summary = json.loads(quick_run.with_suffix(".json").read_text())
-    assert len(rows) == 3 * 5 * 12 and summary["n"] == 3
+    assert len(rows) == 3 * 5 * 15 and summary["n"] == 3
     ours = _tables(quick_run.read_text())["### spliceosome (3JB9)"]
     keys = summary["rows"]
     for r_index, key in enumerate(keys, start=1):
@@ -218,7 +224,7 @@ def test_bad_options_exit_2_with_one_line(paper_tables, tmp_path, capsys):
 
 
 def _run_tables(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -226,14 +232,14 @@ def _run_tables(*args: str) -> subprocess.CompletedProcess:
 def test_cells_cache_resumes_and_render_from_reproduces_the_report(tmp_path):
     cells = tmp_path / "cells"
     common = ["--methods", "ht,fa", "--structures", "spliceosome", "--snrs", "100,0.1", "--no-refine",
-              "--throughput-devices", "none", "--threads", "1", "--cells", str(cells)]
+              "--throughput-devices", "none", "--threads", "1", "--cells", str(cells), "--reference-rows", "none"]
     _run_tables(*common, "--n", "2", "--out", str(tmp_path / "first.md"))
     assert sorted(p.name for p in cells.iterdir()) == [
         "spliceosome_snr0.1_fa.json", "spliceosome_snr0.1_ht.json",
         "spliceosome_snr100_fa.json", "spliceosome_snr100_ht.json",
     ]
     again = _run_tables(*common, "--n", "2", "--out", str(tmp_path / "again.md"))
-    assert again.stderr.count("every method read from") == 2
+    assert again.stderr.count("every row read from") == 2
     assert _csv_rows(tmp_path / "again.csv") == _csv_rows(tmp_path / "first.csv")
     # The note on cached timings sits outside the speed table, which keeps a row per method.
     again_md = (tmp_path / "again.md").read_text()
@@ -257,3 +263,97 @@ def test_cells_cache_resumes_and_render_from_reproduces_the_report(tmp_path):
     assert tables["### spliceosome (3JB9)"] == tables_original["### spliceosome (3JB9)"]
     assert "| NVIDIA Test | 32 | 123.4 | 5.6 |" in rendered and "Re-rendered" in rendered
     assert json.loads((tmp_path / "rendered.json").read_text())["cells"] == first["cells"]
+
+
+def _angle_deg(errors: np.ndarray) -> np.ndarray:
+    """Angle of R_trueᵀ·R_est from a Frobenius error, by way of the matrices: e² = 2·(3 - trace) = 4·(1 - cos θ)·...
+    computed independently of the bench: 3 - trace = e²/2 and cos θ = (trace - 1)/2."""
+    trace = 3.0 - errors**2 / 2.0
+    return np.degrees(np.arccos(np.clip((trace - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def test_quick_medians_shares_and_reference_rows_agree_with_the_raw_errors(quick_run):
+    rows = _csv_rows(quick_run.with_suffix(".csv"))
+    summary = json.loads(quick_run.with_suffix(".json").read_text())
+    assert summary["reference_rows"] == ["prior", "floor", "oracle"]
+    assert summary["rotation_prior"] == "haar" and summary["task"] == "pairs" and summary["protocol"] == "unseen"
+    for key in summary["rows"] + summary["reference_rows"]:
+        for snr in [100.0, 0.1, 0.05, 0.03, 0.01]:
+            pick = [r for r in rows if r["method"] == key and float(r["snr"]) == snr]
+            rot = np.array([float(r["rotation_error"]) for r in pick])
+            trans = np.array([float(r["translation_error"]) for r in pick])
+            cell = summary["cells"][f"spliceosome|{snr:g}|{key}"]
+            assert cell["rotation_error"]["median"] == pytest.approx(np.median(rot))
+            assert cell["translation_error"]["median"] == pytest.approx(np.median(trans))
+            for limit in (15, 30):
+                assert cell["rotation_error"][f"within_{limit}"] == pytest.approx(np.mean(_angle_deg(rot) <= limit))
+            pooled = summary["pooled"][f"{snr:g}|{key}"]["rotation_error"]
+            assert pooled["mean"] == pytest.approx(rot.mean()) and pooled["median"] == pytest.approx(np.median(rot))
+    # The floor starts at the truth and only climbs the constrained correlation: at SNR 100 it stays on the truth.
+    floor = np.array([float(r["rotation_error"]) for r in rows if r["method"] == "floor" and float(r["snr"]) == 100])
+    assert floor.max() < 0.05
+    # Haar prior: the constant guess is the identity, the answer of every prior row.
+    prior = [r for r in rows if r["method"] == "prior"]
+    assert all(float(r["rotation_error_raw"]) > 0.3 for r in prior)  # random rotations are far from one constant
+    checks = summary["order_checks"]
+    assert {c["snr"] for c in checks} == {100.0, 0.1, 0.05, 0.03, 0.01}
+    assert all(c["holds"] == (c["left"] <= c["right"] + 1e-12) for c in checks)
+    text = quick_run.read_text()
+    tables = _tables(text)
+    compact = next(rows for caption, rows in tables.items() if caption and caption.startswith("Medians and shares, "
+                                                                                            "every pair pooled"))
+    assert [r[0] for r in compact[1:]] == [r[0] for r in tables["### spliceosome (3JB9)"][1:]]
+    assert all(COMPACT.match(cell) for row in compact[1:] for cell in row[1:])
+    assert "Order checks (pooled means)" in text
+
+
+def test_aitom_prior_reference_task_and_seed_protocol_fill_their_tables(paper_tables, tmp_path):
+    from gumalign.geometry import rotation_error
+
+    out = tmp_path / "ref.md"
+    _run_tables("--quick", "--rotation-prior", "aitom", "--task", "reference", "--protocol", "seed",
+                "--methods", "fa,gumnet", "--snrs", "100,0.1", "--n", "3", "--no-refine", "--throughput-devices",
+                "none", "--threads", "1", "--seed-protocol-dir", str(tmp_path / "models"), "--out", str(out))
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert (summary["rotation_prior"], summary["task"], summary["protocol"]) == ("aitom", "reference", "seed")
+    assert summary["rows"] == ["fa", "gumnet"] and summary["reference_rows"] == ["prior", "floor"]
+    # --protocol seed: one fine-tuned Gum-Net per SNR, written where asked, the SNR-100 one first.
+    models = {m["snr"]: m["model"] for m in summary["protocol_models"]}
+    assert sorted(models) == [0.1, 100.0] and models[100.0] != models[0.1]
+    assert all((Path(p) / "model.safetensors").is_file() for p in models.values())
+    text = out.read_text()
+    assert text.startswith("# Reference alignment to the noise-free template") and "Seed Table" not in text
+    rows = _csv_rows(out.with_suffix(".csv"))
+    assert len(rows) == 3 * 2 * 4
+    # The truth of the reference task is the particle's own pose, drawn from aitom's prior: the prior row's raw
+    # errors are exactly those of the prior's constant guess against those draws.
+    guess = paper_tables.prior_guess("aitom", 0)
+    for snr in (100.0, 0.1):
+        draws = paper_tables.aitom_rotations_for_cell(3, 0, "spliceosome", snr)
+        expected = rotation_error(draws, guess)
+        got = [float(r["rotation_error_raw"]) for r in sorted(
+            (r for r in rows if r["method"] == "prior" and float(r["snr"]) == snr), key=lambda r: int(r["pair"]))]
+        np.testing.assert_allclose(got, expected, atol=1e-9)
+    # Aligned to the noise-free template at SNR 100, F&A finds the particle's pose (the template is the reference).
+    fa = [float(r["rotation_error"]) for r in rows if r["method"] == "fa" and float(r["snr"]) == 100]
+    assert np.median(fa) < 0.2
+
+
+def test_merge_adds_rows_computed_later_on_the_same_pairs(tmp_path):
+    common = ["--structures", "spliceosome", "--snrs", "100", "--n", "2", "--no-refine", "--throughput-devices",
+              "none", "--threads", "1"]
+    _run_tables(*common, "--methods", "ht", "--reference-rows", "none", "--out", str(tmp_path / "ht.md"))
+    _run_tables(*common, "--methods", "none", "--reference-rows", "prior,floor", "--out", str(tmp_path / "refs.md"))
+    _run_tables("--render-from", str(tmp_path / "ht.json"), "--merge", str(tmp_path / "refs.json"),
+                "--out", str(tmp_path / "merged.md"))
+    merged = _tables((tmp_path / "merged.md").read_text())["### spliceosome (3JB9)"]
+    assert [r[0] for r in merged[1:]] == ["H-T align", REFERENCE_LABELS[0], REFERENCE_LABELS[1]]
+    assert merged[1] == _tables((tmp_path / "ht.md").read_text())["### spliceosome (3JB9)"][1]
+    assert merged[2:] == _tables((tmp_path / "refs.md").read_text())["### spliceosome (3JB9)"][1:]
+    _run_tables(*common[:4], "--n", "3", *common[6:], "--methods", "none", "--reference-rows", "prior",
+                "--out", str(tmp_path / "other.md"))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--render-from", str(tmp_path / "ht.json"), "--merge",
+                           str(tmp_path / "other.json"), "--out", str(tmp_path / "bad.md")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "not the same test pairs (n differ)" in done.stderr
+    assert not (tmp_path / "bad.md").exists()
