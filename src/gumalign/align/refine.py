@@ -4,6 +4,11 @@ Pattern search on rotations: at each angular step, try the 27 rotations ΔR = ex
 grid of rotation vectors applied as A' = ΔR·A, each with a full FFT translation search (gumalign.align.scoring), keep
 the best, repeat while it improves, then halve the step. The identity is always a candidate and the starting
 transform's own score is the bar to beat, so a particle's score never goes down.
+
+The band sets the cost: with a ``max_frequency`` f the search runs on Fourier-cropped copies of every volume and
+weight (M = gumalign.fourier.crop.band_box(N, f) = 4·f voxels, nothing cropped when M >= N). The refined rotation then
+gets one translation search at full sampling (same band, keeping the better of it and the cropped shift), and the
+result replaces the start only where its full-size score beats the start's, so scores still never go down.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import numpy as np
 import torch
 
 from gumalign.align.base import AlignmentResult
-from gumalign.align.scoring import as_tensor, constrained_correlation, translation_search
+from gumalign.align.scoring import as_tensor, constrained_correlation, search_or_keep, translation_search
+from gumalign.fourier import crop as band
 from gumalign.geometry.sampling import rotation_grid_near_identity
 
 DEFAULT_STEPS_DEG = (6.0, 3.0, 1.5)
@@ -36,12 +42,13 @@ def refine_alignment(
     max_frequency: float | None = None,
     steps_deg: tuple[float, ...] = DEFAULT_STEPS_DEG,
     max_rounds_per_step: int = 3,
+    fourier_crop: bool = True,
 ) -> AlignmentResult:
     """Locally refine rotations and shifts, never lowering a particle's constrained correlation.
 
     Args: as gumalign.align.base.Aligner.align (arrays or tensors; the particles' device is used), plus ``start``
     (the method's answer for these particles), ``max_shift`` (voxels), ``max_frequency`` (cycles per box) and the
-    angular ``steps_deg`` schedule.
+    angular ``steps_deg`` schedule; ``fourier_crop``: search at the band's cropped box (module docstring).
 
     Returns:
         A new AlignmentResult whose scores are >= the start's scores re-evaluated at the start's transforms.
@@ -54,6 +61,40 @@ def refine_alignment(
     best_score = constrained_correlation(
         references, reference_weights, particles, particle_weights, rotations, shifts, **common
     )
+    box = particles.shape[-1]
+    size = band.band_box(box, max_frequency) if fourier_crop else box
+    if size == box:
+        return _pattern_search(references, reference_weights, particles, particle_weights, rotations, shifts,
+                               best_score, max_shift, max_frequency, steps_deg, max_rounds_per_step)
+    # The band's box: one voxel there is box/size voxels here.
+    scale = box / size
+    cropped = [band.fourier_crop(as_tensor(references, device), size),
+               band.crop_centred(as_tensor(reference_weights, device), size),
+               band.fourier_crop(particles, size), band.crop_centred(as_tensor(particle_weights, device), size)]
+    small_shifts = shifts / scale
+    small_score = constrained_correlation(*cropped, rotations, small_shifts, **common)
+    found = _pattern_search(*cropped, rotations, small_shifts, small_score,
+                            None if max_shift is None else max_shift / scale, max_frequency, steps_deg,
+                            max_rounds_per_step)
+    # Full sampling for the refined rotation's shift; the start stays wherever the result does not beat it.
+    new_rot = as_tensor(found.rotations, device)
+    new_shift, new_score = search_or_keep(
+        references, reference_weights, particles, particle_weights, new_rot, as_tensor(found.shifts, device) * scale,
+        max_shift, max_frequency=max_frequency,
+    )
+    better = new_score > best_score
+    return AlignmentResult(
+        rotations=torch.where(better[:, None, None], new_rot, rotations).double().cpu().numpy(),
+        shifts=torch.where(better[:, None], new_shift, shifts).double().cpu().numpy(),
+        scores=torch.where(better, new_score, best_score).double().cpu().numpy(),
+    )
+
+
+def _pattern_search(references, reference_weights, particles, particle_weights, rotations, shifts, best_score,
+                    max_shift, max_frequency, steps_deg, max_rounds_per_step) -> AlignmentResult:
+    """The pattern search of the module docstring from (rotations, shifts) scoring ``best_score``, on these inputs."""
+    device = particles.device
+    common = dict(max_frequency=max_frequency)
     for step in steps_deg:
         cube = _cube_of_rotations(step).to(device)
         for _ in range(max_rounds_per_step):

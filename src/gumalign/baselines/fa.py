@@ -24,6 +24,17 @@ Shell samples whose trilinear interpolation reaches into a missing wedge are lef
 (gumalign.baselines.matching.sample_weights), as are the zero frequencies (gumalign.baselines.shells).
 Work on one reference (preprocessing, spectra, shell expansions) is cached across calls; particles are processed in
 batches, all seeds of a batch iterating together, on CPU or CUDA.
+
+The band sets the cost (issue 17). Everything above reads frequencies up to max_freq only, so it runs on
+Fourier-cropped volumes of M = gumalign.fourier.crop.band_box(N, max_freq) = 4·max_freq voxels (32 for the default 8:
+a 128³ particle is matched and searched at 32³; a 32³ particle is not cropped, and its results are the uncropped
+method's). Steps 1–4 then work in the cropped box (wedge, sphere of radius M/2, spectra, translation searches within
+max_shift·M/N, convergence when a position moves by at most one cropped voxel). When the box is cropped, step 5
+compares the seeds by the constrained correlation over the cropped box's whole band (|k| < M/2 = 2·max_freq, which
+at M = N is the full band), and the winner's shift is found again at full sampling by a full-band FFT search that
+keeps the better of the two shifts (gumalign.align.scoring.search_or_keep): shifts keep full-voxel precision, and the
+score reported is the full-band constrained correlation at that shift, as without cropping. Cost per particle: the
+cropped work plus one FFT of the particle and one full-size rotation and search for the winning seed.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import numpy as np
 import torch
 
 from gumalign.align.base import AlignmentResult
-from gumalign.align.scoring import constrained_correlation
+from gumalign.align.scoring import constrained_correlation, search_or_keep
 from gumalign.baselines._common import (
     BatchedAligner,
     as_batch,
@@ -61,6 +72,7 @@ from gumalign.baselines.shells import (
     shell_phase_ramp,
     smooth_zero_frequency,
 )
+from gumalign.fourier.crop import band_box, crop_centred, fourier_crop
 from gumalign.baselines.so3 import distinct_peaks, euler_grid_size, grid_rotations, local_maxima, refine_peaks
 
 SEED_SEPARATION_DEG = 11.25
@@ -77,6 +89,7 @@ class _Prepared:
     """One batch of volumes ready for matching: filtered volumes, spectra cube, weights cube, coefficients."""
 
     def __init__(self, volumes, weights, spectra_cube, weight_cube, amplitude_coeffs, signal_coeffs):
+        # volumes and weights at the working box (the Fourier-cropped one when the band allows it)
         self.volumes = volumes
         self.weights = weights
         self.spectra_cube = spectra_cube
@@ -97,6 +110,8 @@ class FAAligner(BatchedAligner):
         max_iterations: alternations per seed (PyTom's 10).
         euler_grid: minimum Euler grid size per angle (None: 2·bw of the outermost shell, as PyTom).
         batch_size: particles matched at once.
+        fourier_crop: work at the Fourier-cropped box the band needs (see the module docstring); False: at the full
+            box whatever the band (the method before issue 17, for comparison).
     """
 
     name = "fa"
@@ -111,6 +126,7 @@ class FAAligner(BatchedAligner):
         max_iterations: int = 10,
         euler_grid: int | None = None,
         batch_size: int = 8,
+        fourier_crop: bool = True,
     ):
         if max_freq < 1:
             raise ValueError(f"max_freq must be >= 1, got {max_freq}")
@@ -124,6 +140,7 @@ class FAAligner(BatchedAligner):
         self.max_iterations = int(max_iterations)
         self.euler_grid = euler_grid
         self.batch_size = int(batch_size)
+        self.fourier_crop = bool(fourier_crop)
         self._shells: dict[int, FourierShells] = {}
         self._reference_key: str | None = None
         self._reference: _Prepared | None = None
@@ -140,6 +157,10 @@ class FAAligner(BatchedAligner):
     def shell_weights(self, n_box: int) -> torch.Tensor:
         return torch.as_tensor(self.shells(n_box).radii, device=self.device) ** 2
 
+    def working_box(self, n_box: int) -> int:
+        """The box the method works at: band_box(N, max_freq), or N without ``fourier_crop``."""
+        return band_box(n_box, self.max_freq) if self.fourier_crop else n_box
+
     def grid_size(self, n_box: int) -> int:
         shells = self.shells(n_box)
         minimum = self.euler_grid if self.euler_grid is not None else 2 * (shells.max_degree + 1)
@@ -147,8 +168,10 @@ class FAAligner(BatchedAligner):
 
     # --- the method ----------------------------------------------------------------------------------------------
     def _prepare(self, volumes: torch.Tensor, weights: torch.Tensor, with_signal: bool) -> _Prepared:
-        n_box = volumes.shape[-1]
+        n_box = self.working_box(volumes.shape[-1])
         shells = self.shells(n_box)
+        if n_box != volumes.shape[-1]:  # the band's box: crop spectra and weights, then work there
+            volumes, weights = fourier_crop(volumes, n_box), crop_centred(weights, n_box)
         filtered = wedge_filter(volumes, weights) * sphere_mask(n_box, n_box / 2, volumes.device)
         spectra = smooth_zero_frequency(centred_cube(centred_spectrum(filtered), shells.half))
         weight_cube = centred_cube(weights, shells.half)
@@ -199,39 +222,64 @@ class FAAligner(BatchedAligner):
             n_box = parts.shape[-1]
             reference = self._prepared_reference(refs, ref_w)
             particle = self._prepare(parts, part_w, with_signal=False)
-            sw = self.shell_weights(n_box)
-            n = self.grid_size(n_box)
+            sw = self.shell_weights(self.working_box(n_box))
+            n = self.grid_size(self.working_box(n_box))
             normaliser = normalisers(particle.amplitude, reference.amplitude, sw, n)
             coarse = constrained_score(particle.amplitude.signal, reference.amplitude.signal, normaliser, sw, n)
             seeds = self._seeds(coarse)
             owner = np.concatenate([np.full(len(s), b) for b, s in enumerate(seeds)])
             orientation = np.concatenate(seeds)
-            best_rot, best_pos, best_val = self._iterate(particle, reference, normaliser, owner, orientation)
+            best_rot, best_pos, best_val = self._iterate(particle, reference, normaliser, owner, orientation, n_box)
 
-            # Each seed's answer is scored over the full band, the score reported, and the best seed wins.
             owner_t = torch.as_tensor(owner, device=self.device)
-            full_band = constrained_correlation(
-                gather(refs, owner_t), gather(ref_w, owner_t), parts[owner_t], gather(part_w, owner_t),
+            if self.working_box(n_box) == n_box:
+                # Each seed's answer is scored over the full band, the score reported, and the best seed wins.
+                full_band = constrained_correlation(
+                    gather(refs, owner_t), gather(ref_w, owner_t), parts[owner_t], gather(part_w, owner_t),
+                    torch.as_tensor(best_rot, dtype=torch.float32, device=self.device),
+                    torch.as_tensor(best_pos, dtype=torch.float32, device=self.device),
+                ).double().cpu().numpy()
+                return best_per_particle(parts.shape[0], owner, best_rot, best_pos, full_band)
+            # Cropped: the seeds compete over the cropped box's whole band; the winner's shift is searched again
+            # at full sampling over the full band (kept only where it scores better).
+            working_band = constrained_correlation(
+                gather(reference.volumes, owner_t), gather(reference.weights, owner_t), particle.volumes[owner_t],
+                gather(particle.weights, owner_t),
                 torch.as_tensor(best_rot, dtype=torch.float32, device=self.device),
                 torch.as_tensor(best_pos, dtype=torch.float32, device=self.device),
             ).double().cpu().numpy()
-        return best_per_particle(parts.shape[0], owner, best_rot, best_pos, full_band)
+            winners = best_per_particle(parts.shape[0], owner, best_rot, best_pos, working_band)
+            shifts, scores = search_or_keep(
+                refs, ref_w, parts, part_w, torch.as_tensor(winners.rotations, dtype=torch.float32, device=self.device),
+                torch.as_tensor(winners.shifts * (n_box / self.working_box(n_box)), dtype=torch.float32,
+                                device=self.device),
+                self.max_shift,
+            )
+        return AlignmentResult(rotations=winners.rotations, shifts=shifts.double().cpu().numpy(),
+                               scores=scores.double().cpu().numpy())
 
-    def _iterate(self, particle: _Prepared, reference: _Prepared, normaliser, owner, orientation):
-        """PyTom's alternation for every seed at once; returns the best (rotation, position, score) of each seed."""
+    def _iterate(self, particle: _Prepared, reference: _Prepared, normaliser, owner, orientation, box: int):
+        """PyTom's alternation for every seed at once; returns the best (rotation, position, score) of each seed.
+
+        Positions are in voxels of the working box (particle.volumes), ``box`` is the particles' own box N.
+        """
         count = len(owner)
         best_rot = orientation.copy()
         best_pos = np.zeros((count, 3))
         best_val = np.full(count, -np.inf)
         old_pos = np.full((count, 3), np.nan)
         active = np.ones(count, dtype=bool)
+        n_box = particle.volumes.shape[-1]
+        max_shift = self.max_shift
+        if max_shift is not None and n_box != box:  # a voxel of the working box is N/M of the particle's
+            max_shift = max_shift * n_box / box
         for iteration in range(self.max_iterations):
             idx = np.flatnonzero(active)
             if idx.size == 0:
                 break
             pos, val = translation_search_chunked(
                 reference.volumes, reference.weights, particle.volumes, particle.weights, owner[idx],
-                orientation[idx], self.max_shift, max_frequency=self.max_freq,
+                orientation[idx], max_shift, max_frequency=self.max_freq,
             )
             better = val > best_val[idx]
             best_rot[idx[better]] = orientation[idx[better]]

@@ -21,6 +21,12 @@ Shell samples whose trilinear interpolation reaches into a missing wedge are lef
 (gumalign.baselines.matching.sample_weights): half-observed samples would bias the peak by degrees.
 Work done on one reference and its weight (the three shell expansions) is cached across calls. Particles are processed
 in batches on CPU or CUDA.
+
+The band sets the cost (issue 17): by default H-T reads every shell up to N/2, its band is the whole box and nothing
+is cropped. With ``max_freq`` f only shells r <= f are matched, and the candidates' translation searches of step 5
+run on Fourier-cropped copies (M = gumalign.fourier.crop.band_box(N, f) = 4·f voxels, over that box's whole band);
+when the box is cropped, the best candidate's shift is then searched again at full sampling over the full band,
+keeping the better shift (gumalign.align.scoring.search_or_keep), and the full-band score there is the one reported.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from gumalign.baselines._common import (
 )
 from gumalign.baselines.matching import ShellCoefficients, constrained_score, normalisers, shell_coefficients
 from gumalign.baselines.shells import FourierShells, amplitude_spectrum, centred_cube, smooth_zero_frequency
+from gumalign.align.scoring import search_or_keep
+from gumalign.fourier.crop import band_box, crop_centred, fourier_crop
 from gumalign.baselines.so3 import distinct_peaks, euler_grid_size, grid_rotations, local_maxima, refine_peaks
 
 
@@ -69,6 +77,9 @@ class HTAligner(BatchedAligner):
             as the original).
         batch_size: particles matched at once (memory grows with it).
         peak_window: width of the local-maximum neighbourhood in grid steps (None: n/8 rounded up to odd, 9 for n=75).
+        max_freq: highest shell matched, cycles per box (None: N/2, the original); it also sets the cropped box of
+            the translation searches (see the module docstring).
+        fourier_crop: False keeps the translation searches at the full box whatever ``max_freq``.
     """
 
     name = "ht"
@@ -81,7 +92,11 @@ class HTAligner(BatchedAligner):
         max_candidates: int | None = None,
         batch_size: int = 8,
         peak_window: int | None = None,
+        max_freq: int | None = None,
+        fourier_crop: bool = True,
     ):
+        if max_freq is not None and max_freq < 1:
+            raise ValueError(f"max_freq must be >= 1, got {max_freq}")
         if sh_degree < 1:
             raise ValueError(f"sh_degree must be >= 1, got {sh_degree}")
         self.max_shift = max_shift
@@ -90,6 +105,8 @@ class HTAligner(BatchedAligner):
         self.max_candidates = max_candidates
         self.batch_size = int(batch_size)
         self.peak_window = peak_window
+        self.max_freq = None if max_freq is None else int(max_freq)
+        self.fourier_crop = bool(fourier_crop)
         self._shells: dict[int, FourierShells] = {}
         self._reference_key: str | None = None
         self._reference_coeffs: ShellCoefficients | None = None
@@ -97,7 +114,8 @@ class HTAligner(BatchedAligner):
     # --- set-up per box size -------------------------------------------------------------------------------------
     def shells(self, n_box: int) -> FourierShells:
         if n_box not in self._shells:
-            radii = np.arange(1, n_box // 2 + 1, dtype=np.float64)
+            top = n_box // 2 if self.max_freq is None else min(self.max_freq, n_box // 2)
+            radii = np.arange(1, top + 1, dtype=np.float64)
             degrees = [ht_shell_degree(r, self.sh_degree) for r in radii]
             grid_degrees = [max(d, math.ceil(math.pi * r)) for d, r in zip(degrees, radii)]
             self._shells[n_box] = FourierShells(radii, degrees, grid_degrees)
@@ -111,6 +129,10 @@ class HTAligner(BatchedAligner):
             weights[0] /= 2
             weights[-1] /= 2
         return weights
+
+    def working_box(self, n_box: int) -> int:
+        """The box the candidates' translation searches run at: band_box(N, max_freq), or N."""
+        return band_box(n_box, self.max_freq) if self.fourier_crop else n_box
 
     def grid_size(self, n_box: int) -> int:
         return euler_grid_size(self.shells(n_box).max_degree)
@@ -172,7 +194,23 @@ class HTAligner(BatchedAligner):
             candidates = self.candidate_rotations(scores)
             owner = np.concatenate([np.full(len(c), b) for b, c in enumerate(candidates)])
             rotations = np.concatenate(candidates)
+            n_box, size = parts.shape[-1], self.working_box(parts.shape[-1])
+            if size == n_box:
+                shifts, trans_scores = translation_search_chunked(
+                    refs, ref_w, parts, part_w, owner, rotations, self.max_shift
+                )
+                return best_per_particle(parts.shape[0], owner, rotations, shifts, trans_scores)
+            scale = n_box / size  # one voxel of the cropped box is this many of the particle's
+            max_shift = None if self.max_shift is None else self.max_shift / scale
             shifts, trans_scores = translation_search_chunked(
-                refs, ref_w, parts, part_w, owner, rotations, self.max_shift
+                fourier_crop(refs, size), crop_centred(ref_w, size), fourier_crop(parts, size),
+                crop_centred(part_w, size), owner, rotations, max_shift,
             )
-        return best_per_particle(parts.shape[0], owner, rotations, shifts, trans_scores)
+            winners = best_per_particle(parts.shape[0], owner, rotations, shifts, trans_scores)
+            dev = self.device
+            final, scores = search_or_keep(
+                refs, ref_w, parts, part_w, torch.as_tensor(winners.rotations, dtype=torch.float32, device=dev),
+                torch.as_tensor(winners.shifts * scale, dtype=torch.float32, device=dev), self.max_shift,
+            )
+        return AlignmentResult(rotations=winners.rotations, shifts=final.double().cpu().numpy(),
+                               scores=scores.double().cpu().numpy())
