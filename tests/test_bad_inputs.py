@@ -127,10 +127,17 @@ def test_os_errors_while_writing_are_one_line(data, monkeypatch, error, needle):
     def failing_write(table, path, **kwargs):
         raise OSError(error, os.strerror(error), str(path))
 
+    real = pipeline.write_star
     monkeypatch.setattr(pipeline, "write_star", failing_write)
     result = runner.invoke(app, align_args(data, data / "out.star"))
-    _one_line_error(result, "out.star", needle)
+    _one_line_error(result, "out.star", needle, "kept in", "--continue")
     assert not (data / "out.star").exists()
+    monkeypatch.setattr(pipeline, "write_star", real)
+    if error == errno.ENOSPC:  # the aligned rows were kept: --continue only writes the STAR file
+        monkeypatch.setattr(pipeline, "iter_particle_batches", lambda *a: iter(()))
+        again = runner.invoke(app, align_args(data, data / "out.star", "--continue"))
+        assert again.exit_code == 0, again.output
+        assert len((data / "out.star").read_text().splitlines()) > 4
 
 
 def test_memory_error_is_one_line(data, monkeypatch):

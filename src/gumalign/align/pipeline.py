@@ -258,6 +258,12 @@ def align_table(
     aligned = table.with_alignment(
         rotations, -shifts_px * pixel_sizes[:, None], **{SCORE_COLUMN: scores, METHOD_COLUMN: method_label}
     )
-    write_star(aligned, out, box_size=box, default_pixel_size=reference.voxel_size or None)
+    try:
+        write_star(aligned, out, box_size=box, default_pixel_size=reference.voxel_size or None)
+    except OSError as exc:  # a full disk at the very end: the work is not lost
+        raise GumalignError(
+            f"{exc.filename or out}: {exc.strerror or exc}; the {len(table)} aligned particles are kept in {ppath}: "
+            "fix that and rerun with --continue"
+        ) from None
     ppath.unlink(missing_ok=True)
     return aligned
