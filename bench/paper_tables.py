@@ -970,7 +970,7 @@ def render_markdown(ctx: dict) -> str:
         f"({ctx['n'] * len(structures)} per SNR over all structures); --seed {ctx['seed']}.",
         "",
         f"- Command: `{prov['command']}`",
-        *([f"- Re-rendered (same numbers, throughput rows merged) by: `{ctx['rendered_from']}`"]
+        *([f"- Re-rendered from saved results (no alignment repeated) by: `{ctx['rendered_from']}`"]
           if ctx.get("rendered_from") else []),
         *([f"- Rows merged in from (same test pairs, computed separately): "
            + ", ".join(f"`{p}`" for p in ctx["merged_from"])] if ctx.get("merged_from") else []),
