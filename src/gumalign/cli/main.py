@@ -13,6 +13,7 @@ from gumalign.cli import average as average_cmd
 from gumalign.cli import cluster as cluster_cmd
 from gumalign.cli import fsc as fsc_cmd
 from gumalign.cli import info as info_cmd
+from gumalign.cli import man as man_cmd
 from gumalign.cli import models as models_cmd
 from gumalign.cli import simulate as simulate_cmd
 from gumalign.cli import train as train_cmd
@@ -52,7 +53,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -79,6 +80,7 @@ app.command("average")(average_cmd.command)
 app.command("cluster")(cluster_cmd.command)
 app.command("fsc")(fsc_cmd.command)
 app.command("info")(info_cmd.command)
+app.command("man")(man_cmd.command)
 app.add_typer(models_cmd.app, name="models")
 app.command("simulate")(simulate_cmd.command)
 app.command("train")(train_cmd.command)
