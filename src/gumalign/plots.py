@@ -29,6 +29,13 @@ def _save(figure, path: str | os.PathLike) -> None:
         figure.savefig(tmp, format="png")
 
 
+# Threshold lines: one style each, so 0.143 and 0.5 can be told apart in print and in grey scale.
+_THRESHOLD_STYLES = {0.143: dict(color="#c0392b", linestyle="--"), 0.5: dict(color="#2471a3", linestyle="-.")}
+_OTHER_THRESHOLD = dict(color="#7f7f7f", linestyle=":")
+# Secondary curves: light, thin, behind the headline curve.
+_SECONDARY_COLOURS = ("#e69f00", "#56b4e9", "#009e73", "#cc79a7", "#999999")
+
+
 def fsc_plot(
     path: str | os.PathLike,
     frequency_inv_angstrom: np.ndarray,
@@ -37,34 +44,82 @@ def fsc_plot(
     thresholds: Sequence[float] = (0.143, 0.5),
     resolutions: Mapping[float, float] | None = None,
     title: str = "Fourier shell correlation",
+    headline: str | None = None,
+    n_particles: int | None = None,
+    pixel_size: float | None = None,
+    mask: str | None = None,
 ) -> None:
-    """FSC curves against spatial frequency (1/Å), with horizontal threshold lines.
+    """FSC curves against spatial frequency (1/Å), with labelled threshold lines and resolution markers.
 
     Args:
         frequency_inv_angstrom: (S,) frequency of each shell in 1/Å.
-        curves: label -> (S,) FSC values; the first is drawn boldest.
-        thresholds: FSC values marked by dashed lines.
-        resolutions: threshold -> resolution in Å, marked by a vertical line and written in the legend.
+        curves: label -> (S,) FSC values.
+        thresholds: FSC values marked by horizontal lines, each in its own style and labelled on the plot.
+        resolutions: threshold -> resolution in Å, marked by a vertical line in the threshold's style, labelled with
+            the resolution where it meets the threshold.
+        title: the first title line.
+        headline: the curve that carries the result (e.g. "corrected"): drawn last, on top, thick and black; the
+            others thin and coloured behind it. Default: the first curve.
+        n_particles, pixel_size (Å), mask: written in the title's second line when given.
     """
-    figure = _figure(7.0, 4.5)
+    figure = fsc_figure(frequency_inv_angstrom, curves, thresholds=thresholds, resolutions=resolutions, title=title,
+                        headline=headline, n_particles=n_particles, pixel_size=pixel_size, mask=mask)
+    _save(figure, path)
+
+
+def fsc_figure(
+    frequency_inv_angstrom: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    *,
+    thresholds: Sequence[float] = (0.143, 0.5),
+    resolutions: Mapping[float, float] | None = None,
+    title: str = "Fourier shell correlation",
+    headline: str | None = None,
+    n_particles: int | None = None,
+    pixel_size: float | None = None,
+    mask: str | None = None,
+):
+    """The matplotlib Figure :func:`fsc_plot` writes (same arguments, no path)."""
+    frequency = np.asarray(frequency_inv_angstrom, dtype=np.float64)
+    if headline is None:
+        headline = next(iter(curves))
+    if headline not in curves:
+        raise ValueError(f"headline curve {headline!r} is not among the curves {list(curves)}")
+    figure = _figure(7.5, 5.0)
     axes = figure.add_subplot(1, 1, 1)
-    for i, (label, values) in enumerate(curves.items()):
-        axes.plot(frequency_inv_angstrom, values, label=label, linewidth=2.2 if i == 0 else 1.2)
-    for threshold in thresholds:
-        text = f"FSC = {threshold:g}"
-        if resolutions and threshold in resolutions and np.isfinite(resolutions[threshold]):
-            text += f": {resolutions[threshold]:.1f} Å"
-            axes.axvline(1.0 / resolutions[threshold], color="grey", linestyle=":", linewidth=1)
-        axes.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=text)
-    axes.axhline(0.0, color="black", linewidth=0.5)
-    axes.set_xlim(0, float(np.max(frequency_inv_angstrom)))
+    colours = iter(_SECONDARY_COLOURS * 4)
+    for label, values in curves.items():
+        if label != headline:
+            axes.plot(frequency, values, label=label, color=next(colours), linewidth=1.1, alpha=0.9, zorder=2)
+    axes.plot(frequency, curves[headline], label=headline, color="black", linewidth=2.6, zorder=5)
+    axes.axhline(0.0, color="black", linewidth=0.5, zorder=1)
+    x_max = float(np.max(frequency)) if frequency.size else 1.0
+    axes.set_xlim(0, x_max)
     axes.set_ylim(-0.2, 1.05)
+    for threshold in thresholds:
+        style = _THRESHOLD_STYLES.get(round(float(threshold), 3), _OTHER_THRESHOLD)
+        axes.axhline(threshold, linewidth=1.2, zorder=3, **style)
+        axes.text(0.01 * x_max, threshold + 0.015, f"FSC = {threshold:g}", color=style["color"], fontsize=8,
+                  va="bottom", ha="left", zorder=6)
+        angstrom = (resolutions or {}).get(threshold)
+        if angstrom is not None and np.isfinite(angstrom) and angstrom > 0 and 1.0 / angstrom <= x_max:
+            axes.axvline(1.0 / angstrom, linewidth=1.0, zorder=3, **style)
+            axes.annotate(f"{angstrom:.1f} Å", xy=(1.0 / angstrom, threshold), xytext=(4, 6),
+                          textcoords="offset points", color=style["color"], fontsize=9, fontweight="bold",
+                          zorder=6)
     axes.set_xlabel("spatial frequency (1/Å)")
     axes.set_ylabel("FSC")
-    axes.set_title(title)
+    details = []
+    if n_particles is not None:
+        details.append(f"N = {n_particles} particles")
+    if pixel_size is not None:
+        details.append(f"{pixel_size:g} Å/pixel")
+    if mask is not None:
+        details.append(f"mask: {mask}")
+    axes.set_title(title + ("\n" + ", ".join(details) if details else ""), fontsize=10)
     _resolution_ticks_on_top(axes)
     axes.legend(fontsize=8, loc="upper right")
-    _save(figure, path)
+    return figure
 
 
 def _resolution_ticks_on_top(axes) -> None:
@@ -76,6 +131,16 @@ def _resolution_ticks_on_top(axes) -> None:
     top.set_xticks(ticks)
     top.set_xticklabels([f"{1.0 / t:.3g}" for t in ticks])
     top.set_xlabel("resolution (Å)")
+
+
+def tick_positions(count: int, max_labels: int = 30) -> np.ndarray:
+    """Which of ``count`` rows (or columns) get a labelled tick: all up to ``max_labels``, else every k-th with k
+    a 1-2-5 step (so labels never overlap at any N), always starting from the first."""
+    if count <= max_labels:
+        return np.arange(count)
+    steps = (b * 10**e for e in range(12) for b in (1, 2, 5))
+    step = next(k for k in steps if -(-count // k) <= max_labels)
+    return np.arange(0, count, step)
 
 
 def heatmap_plot(
@@ -90,51 +155,116 @@ def heatmap_plot(
     xlabel: str = "particle",
     ylabel: str = "particle",
     scale_ignores_diagonal: bool = False,
+    group_names: Mapping | None = None,
+    column_labels: Sequence[str] | None = None,
 ) -> None:
-    """A matrix as a heatmap, rows and columns reordered, with lines between groups (e.g. classes).
+    """A matrix as a heatmap, rows and columns reordered, with lines between groups (e.g. classes) and their names.
 
     Args:
         matrix: (R, C) values.
         row_order, column_order: permutations applied before drawing (default: as given).
         row_groups: (R,) group label of each row in the original order; lines are drawn where the label changes
-            along the reordered rows (and columns, when the matrix is square).
+            along the reordered rows (and columns, when the matrix is square), and each group's name is written beside
+            its block (on the right, and on top for a square matrix).
         scale_ignores_diagonal: set the colour range from the off-diagonal values (a square score matrix's diagonal
             of 1s would otherwise flatten the rest).
+        group_names: group label -> name (default "class <label>").
+        column_labels: (C,) names of the columns in the original order (e.g. class references), written as ticks.
 
-    Rows and columns are labelled with the original 1-based indices when there are at most 40 of them.
+    Rows and columns keep their original 1-based indices as tick labels: all of them up to 30, beyond that every
+    1st, 2nd, 5th, 10th, ... (thin ticks at every row), so labels stay readable at any N.
     """
+    figure = heatmap_figure(matrix, row_order=row_order, column_order=column_order, row_groups=row_groups,
+                            title=title, colorbar_label=colorbar_label, xlabel=xlabel, ylabel=ylabel,
+                            scale_ignores_diagonal=scale_ignores_diagonal, group_names=group_names,
+                            column_labels=column_labels)
+    _save(figure, path)
+
+
+def heatmap_figure(
+    matrix: np.ndarray,
+    *,
+    row_order: np.ndarray | None = None,
+    column_order: np.ndarray | None = None,
+    row_groups: np.ndarray | None = None,
+    title: str = "",
+    colorbar_label: str = "score",
+    xlabel: str = "particle",
+    ylabel: str = "particle",
+    scale_ignores_diagonal: bool = False,
+    group_names: Mapping | None = None,
+    column_labels: Sequence[str] | None = None,
+):
+    """The matplotlib Figure :func:`heatmap_plot` writes (same arguments, no path)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     rows = np.arange(matrix.shape[0]) if row_order is None else np.asarray(row_order)
     cols = np.arange(matrix.shape[1]) if column_order is None else np.asarray(column_order)
-    figure = _figure(6.5, 5.5)
+    square = matrix.shape[0] == matrix.shape[1]
+    figure = _figure(7.0, 6.0)
     axes = figure.add_subplot(1, 1, 1)
     shown = matrix[np.ix_(rows, cols)]
     limits = {}
-    if scale_ignores_diagonal and matrix.shape[0] == matrix.shape[1] and matrix.shape[0] > 1:
+    if scale_ignores_diagonal and square and matrix.shape[0] > 1:
         off = matrix[~np.eye(matrix.shape[0], dtype=bool)]
         limits = dict(vmin=float(off.min()), vmax=float(off.max()))
     image = axes.imshow(shown, cmap="viridis", interpolation="nearest", aspect="auto", **limits)
-    for positions, order, set_ticks, set_labels in (
-        (rows, rows, axes.set_yticks, axes.set_yticklabels),
-        (cols, cols, axes.set_xticks, axes.set_xticklabels),
-    ):
-        if len(positions) <= 40:
+    axis_labels = (
+        (rows, axes.set_yticks, axes.set_yticklabels, None),
+        (cols, axes.set_xticks, axes.set_xticklabels, column_labels),
+    )
+    for order, set_ticks, set_labels, names in axis_labels:
+        if names is not None:
             set_ticks(np.arange(len(order)))
-            set_labels([str(i + 1) for i in order], fontsize=7)
-        else:
-            set_ticks([])
-    figure.colorbar(image, ax=axes, label=colorbar_label)
+            set_labels([str(names[i]) for i in order], fontsize=8)
+            continue
+        labelled = tick_positions(len(order))
+        set_ticks(np.arange(len(order)), minor=True)
+        set_ticks(labelled)
+        set_labels([str(order[i] + 1) for i in labelled], fontsize=7)
+    axes.tick_params(which="minor", length=2, width=0.5)
+    figure.colorbar(image, ax=axes, label=colorbar_label, pad=0.12 if row_groups is not None else 0.05)
     if row_groups is not None:
         groups = np.asarray(row_groups)[rows]
         edges = np.flatnonzero(groups[1:] != groups[:-1]) + 0.5
         for edge in edges:
-            axes.axhline(edge, color="white", linewidth=1)
-            if matrix.shape[0] == matrix.shape[1]:
-                axes.axvline(edge, color="white", linewidth=1)
+            axes.axhline(edge, color="white", linewidth=1.2)
+            if square:
+                axes.axvline(edge, color="white", linewidth=1.2)
+        bounds = np.concatenate([[-0.5], edges, [len(groups) - 0.5]])
+        centres = (bounds[:-1] + bounds[1:]) / 2
+        names = [_group_name(groups[int(np.ceil(lo + 0.5))], group_names) for lo in bounds[:-1]]
+        right = axes.twinx()
+        right.set_ylim(axes.get_ylim())
+        right.set_yticks(centres)
+        right.set_yticklabels(names, fontsize=8, fontweight="bold")
+        right.tick_params(length=0)
+        if square:
+            top = axes.twiny()
+            top.set_xlim(axes.get_xlim())
+            top.set_xticks(centres)
+            top.set_xticklabels(names, fontsize=8, fontweight="bold")
+            top.tick_params(length=0)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    _save(figure, path)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def _group_name(label, names: Mapping | None) -> str:
+    if names is not None and label in names:
+        return str(names[label])
+    return f"class {label}"
+
+
+def scale_bar_length(width_angstrom: float) -> float:
+    """A round length (1, 2 or 5 × 10^k Å) close to a quarter of ``width_angstrom``, for a scale bar."""
+    if not width_angstrom > 0:
+        raise ValueError(f"the image width must be positive, got {width_angstrom}")
+    target = width_angstrom / 4
+    exponent = np.floor(np.log10(target))
+    candidates = [b * 10.0**e for e in (exponent - 1, exponent, exponent + 1) for b in (1, 2, 5)]
+    return float(min(candidates, key=lambda c: (abs(np.log(c / target)), c)))
 
 
 def slice_montage(
@@ -142,15 +272,23 @@ def slice_montage(
     volumes: Mapping[str, np.ndarray] | np.ndarray,
     *,
     title: str = "",
+    voxel_size: float | None = None,
 ) -> None:
-    """Central xy, xz and yz slices of one or more volumes, one row per volume.
+    """Central xy, xz and yz slices of one or more volumes, one row per volume, with a scale bar in Å.
 
     Args:
         volumes: an (N, N, N) array [z, y, x], or label -> array for several rows.
+        voxel_size: Å per voxel; when given, every slice carries a scale bar (see :func:`scale_bar_length`).
     """
+    _save(montage_figure(volumes, title=title, voxel_size=voxel_size), path)
+
+
+def montage_figure(volumes: Mapping[str, np.ndarray] | np.ndarray, *, title: str = "",
+                   voxel_size: float | None = None):
+    """The matplotlib Figure :func:`slice_montage` writes (same arguments, no path)."""
     if not isinstance(volumes, Mapping):
         volumes = {"": volumes}
-    figure = _figure(7.5, 2.6 * len(volumes) + 0.4)
+    figure = _figure(7.5, 2.6 * len(volumes) + 0.5)
     for row, (label, volume) in enumerate(volumes.items()):
         volume = np.asarray(volume, dtype=np.float32)
         cz, cy, cx = (s // 2 for s in volume.shape)
@@ -166,9 +304,25 @@ def slice_montage(
             axes.set_xticks([])
             axes.set_yticks([])
             axes.set_title(f"{label} {name}".strip(), fontsize=9)
+            if voxel_size is not None:
+                _scale_bar(axes, image.shape[1], voxel_size)
     if title:
-        figure.suptitle(title)
-    _save(figure, path)
+        figure.suptitle(title + (f" ({voxel_size:g} Å/voxel)" if voxel_size is not None else ""))
+    return figure
+
+
+def _scale_bar(axes, width_voxels: int, voxel_size: float) -> None:
+    """A white bar with a black edge and its length in Å, at the lower left of an image axes."""
+    from matplotlib import patheffects
+
+    length = scale_bar_length(width_voxels * voxel_size)
+    pixels = length / voxel_size
+    x0, y0 = 0.06 * width_voxels, 0.07 * width_voxels
+    outline = [patheffects.withStroke(linewidth=4, foreground="black")]
+    axes.plot([x0, x0 + pixels], [y0, y0], color="white", linewidth=2.5, solid_capstyle="butt",
+              path_effects=outline, label="_scale_bar")
+    axes.text(x0 + pixels / 2, y0 + 0.04 * width_voxels, f"{length:g} Å", color="white", ha="center", va="bottom",
+              fontsize=8, fontweight="bold", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
 
 
 def loss_curve(
@@ -179,18 +333,59 @@ def loss_curve(
     ylabel: str = "loss",
     title: str = "",
     log_y: bool = False,
-) -> None:
-    """Line plot of one or more series against their index (1-based), e.g. training and validation loss."""
-    figure = _figure(6.5, 4.0)
+    reference: float | None = None,
+    reference_label: str = "random rotation",
+    watch: str | None = None,
+) -> bool:
+    """Line plot of one or more series against their epoch (1-based, whole-number ticks), e.g. training and
+    validation loss or rotation error, with an optional reference line (e.g. the error of a random rotation).
+
+    Args:
+        series: label -> values per epoch.
+        reference: a horizontal reference level drawn dashed and labelled with ``reference_label``; for a rotation
+            error of a Haar-random guess, 2.40 (REFERENCE.md).
+        watch: the series compared with ``reference`` (default: the last one, e.g. validation).
+
+    Returns:
+        True when ``reference`` is given and every value of the watched series stays above it (no better than the
+        reference): the plot then carries a warning line, and the caller should log one.
+    """
+    figure, stays_above = loss_figure(series, xlabel=xlabel, ylabel=ylabel, title=title, log_y=log_y,
+                                      reference=reference, reference_label=reference_label, watch=watch)
+    _save(figure, path)
+    return stays_above
+
+
+def loss_figure(series: Mapping[str, Sequence[float]], *, xlabel: str = "epoch", ylabel: str = "loss",
+                title: str = "", log_y: bool = False, reference: float | None = None,
+                reference_label: str = "random rotation", watch: str | None = None):
+    """(Figure, stays_above) as :func:`loss_curve` draws and returns them (same arguments, no path)."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _figure(6.5, 4.2)
     axes = figure.add_subplot(1, 1, 1)
     for label, values in series.items():
         values = np.asarray(values, dtype=np.float64)
         axes.plot(np.arange(1, len(values) + 1), values, label=label, marker="." if len(values) < 50 else None)
+    longest = max((len(v) for v in series.values()), default=1)
+    axes.set_xlim(0.5, max(longest, 1) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    stays_above = False
+    if reference is not None:
+        axes.axhline(reference, color="#c0392b", linestyle="--", linewidth=1.2,
+                     label=f"{reference_label} ({reference:g})")
+        watched = np.asarray(series[watch if watch is not None else list(series)[-1]], dtype=np.float64)
+        watched = watched[np.isfinite(watched)]
+        stays_above = bool(watched.size) and bool(np.all(watched >= reference))
+        if stays_above:  # just above the axes, under the title: never on a curve or the legend
+            axes.text(0.5, 1.015, f"warning: {watch or list(series)[-1]} never beats the {reference_label} line",
+                      transform=axes.transAxes, ha="center", va="bottom", color="#c0392b", fontsize=9,
+                      fontweight="bold")
     if log_y:
         axes.set_yscale("log")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    if len(series) > 1:
+    axes.set_title(title, pad=20 if stays_above else 6)
+    if len(series) > 1 or reference is not None:
         axes.legend()
-    _save(figure, path)
+    return figure, stays_above

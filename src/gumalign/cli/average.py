@@ -211,7 +211,7 @@ def _write_maps(result, out: Path, voxel_size: float, quiet: bool, star=None) ->
         write_volume(tmp[out], result.full, voxel_size)
         slice_montage(
             tmp[png], {"full": result.full, "half 1": result.unfiltered_half1, "half 2": result.unfiltered_half2},
-            title=out.name,
+            title=out.name, voxel_size=voxel_size,
         )
         if star is not None:
             write_star(star[0], tmp[star_path], box_size=star[1], default_pixel_size=voxel_size)

@@ -106,8 +106,9 @@ def command(
         state = "converged" if result.converged else "stopped"
         info(f"{state} after {result.rounds} round(s); class averages: {sibling(out, '_classNN', '.mrc')}", quiet)
         heatmap_kwargs = dict(
-            row_order=order, column_order=np.arange(k), row_groups=labels, xlabel="class",
-            title="score against class references",
+            row_order=order, column_order=np.arange(k), row_groups=labels, xlabel="class reference",
+            title=f"score against class references ({len(labels)} particles, {k} classes)",
+            column_labels=[f"class {c}" for c in range(1, k + 1)],
         )
     else:
         n_pairs = len(table) * (len(table) - 1) // 2
@@ -117,7 +118,8 @@ def command(
         labels, order = clustering.labels, clustering.order
         updated = table.with_columns(rlnClassNumber=labels)
         heatmap_kwargs = dict(
-            row_order=order, column_order=order, row_groups=labels, title="pairwise scores (ordered by class)",
+            row_order=order, column_order=order, row_groups=labels,
+            title=f"pairwise scores, {len(labels)} particles ordered by class ({len(np.unique(labels))} classes)",
             scale_ignores_diagonal=True,
         )
 

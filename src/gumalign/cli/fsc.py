@@ -125,6 +125,7 @@ def command(
     from gumalign.io.mrc import read_volume
     from gumalign.metrics.fsc import check_mask, fsc_with_mask, soft_spherical_mask
     from gumalign.metrics.fsc_files import write_fsc_xml, write_postprocess_star
+    from gumalign.io.star import read_star
     from gumalign.plots import fsc_plot
 
     maps = list(maps or [])
@@ -202,7 +203,9 @@ def command(
     fsc_plot(
         png, result.resolution_inv_angstrom, curves, thresholds=(0.143, 0.5),
         resolutions={0.143: at_0143.angstrom, 0.5: at_05.angstrom},
-        title=f"{Path(names[0]).name} vs {Path(names[1]).name}",
+        title=f"{Path(names[0]).name} vs {Path(names[1]).name}", headline=next(iter(curves)),
+        n_particles=len(read_star(particles)) if gold_standard else None, pixel_size=voxel_size,
+        mask="none" if mask_data is None else ("soft sphere (auto)" if mask is None else Path(mask_name).name),
     )
     info(f"wrote {out}, {xml}, {png}", quiet)
     if final.reached_nyquist:
