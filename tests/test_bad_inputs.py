@@ -628,3 +628,39 @@ def test_usage_errors_are_one_line(tmp_path, monkeypatch, args, needle):
     _one_line_error(result, needle)
     assert not any("╭" in line or "│" in line for line in result.output.splitlines())
     assert list(tmp_path.iterdir()) == []
+
+
+def _fsc_half_maps(folder: Path) -> list[Path]:
+    from gumalign.io.mrc import write_volume
+
+    gen = np.random.default_rng(3)
+    signal = gen.standard_normal((16, 16, 16)).astype(np.float32)
+    paths = []
+    for i in (1, 2):
+        paths.append(folder / f"half{i}.mrc")
+        write_volume(paths[-1], signal + 0.3 * gen.standard_normal(signal.shape).astype(np.float32), 4.0)
+    return paths
+
+
+@pytest.mark.parametrize("out", ["half1.mrc", "sub/../half2.mrc"])
+def test_fsc_refuses_an_out_that_is_one_of_its_maps(tmp_path, out):
+    maps = _fsc_half_maps(tmp_path)
+    (tmp_path / "sub").mkdir()
+    before = _snapshot(tmp_path)
+    result = runner.invoke(app, ["fsc", *map(str, maps), "--out", str(tmp_path / out)])
+    _one_line_error(result, "would overwrite the input file")
+    assert _snapshot(tmp_path) == before
+
+
+def test_fsc_on_a_full_disk_writes_nothing(tmp_path, monkeypatch):
+    import gumalign.plots as plots
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    maps = _fsc_half_maps(tmp_path)
+    monkeypatch.setattr(plots, "fsc_plot", full_disk)  # the last of the three files
+    before = _snapshot(tmp_path)
+    _one_line_error(runner.invoke(app, ["fsc", *map(str, maps), "--out", str(tmp_path / "post.star")]),
+                    "post.png", "No space left on device")
+    assert _snapshot(tmp_path) == before  # no STAR or XML without the plot, no temporary folder

@@ -128,17 +128,28 @@ def command(
     from gumalign.io.star import read_star
     from gumalign.plots import fsc_plot
 
+    from gumalign.cli._common import check_output_file, table_input_files
+    from gumalign.io.atomic import atomic_outputs, refuse_overwriting_inputs
+
     maps = list(maps or [])
     if mask is not None and no_mask:
         raise GumalignError("--mask and --no-mask cannot be combined")
+    # Every file this command writes, refused before any work when one of them would replace an input.
+    xml, png = out.with_suffix(".xml"), out.with_suffix(".png")
+    half_paths = (out.with_name(out.stem + "_half1.mrc"), out.with_name(out.stem + "_half2.mrc"))
+    outputs = [out, xml, png, *(half_paths if gold_standard else ())]
+    check_output_file(out)
+    inputs = [*maps, ref, mask, particles]
+    if gold_standard and particles is not None and Path(particles).is_file():
+        inputs += table_input_files(read_star(particles))
+    refuse_overwriting_inputs(outputs, inputs)
     if gold_standard:
         if particles is None:
             raise GumalignError("--gold-standard needs --particles aligned.star")
         if maps or ref is not None:
             raise GumalignError("--gold-standard takes no maps and no --ref")
         map1, map2, voxel_size = gold_standard_halves(particles, tilt_range, pixel_size, batch_size, device, quiet)
-        # data_general names the half maps (rlnUnfilteredMapHalf1/2): write them, beside --out.
-        half_paths = (out.with_name(out.stem + "_half1.mrc"), out.with_name(out.stem + "_half2.mrc"))
+        # data_general names the half maps (rlnUnfilteredMapHalf1/2): they are written beside --out.
         names = tuple(str(p) for p in half_paths)
         versus_reference = False
     elif ref is not None:
@@ -171,11 +182,6 @@ def command(
         mask_data, mask_name = soft_spherical_mask(box), "auto"
 
     result = fsc_with_mask(map1, map2, voxel_size, mask_data, seed=seed, names=names, mask_name=mask_name)
-    if gold_standard:
-        from gumalign.io.mrc import write_volume
-
-        for path, data in zip(half_paths, (map1, map2)):
-            write_volume(path, data, voxel_size)
     at_0143, at_05 = result.resolution(0.143), result.resolution(0.5)
     unmasked_0143 = result.resolution(0.143, curve="unmasked")
     threshold = 0.5 if versus_reference else 0.143
@@ -192,21 +198,26 @@ def command(
         if result.randomised_from is not None and result.randomised_from < len(result.shells)
         else 0.0,
     }
-    xml, png = out.with_suffix(".xml"), out.with_suffix(".png")
-    write_postprocess_star(result, out, general)
-    write_fsc_xml(result, xml, title=f"{names[0]} vs {names[1]}")
-    curves = {"corrected" if mask_data is not None else "FSC": result.corrected}
-    if mask_data is not None:
-        curves["unmasked"] = result.unmasked
-        curves["masked"] = result.masked
-        curves["phase-randomised masked"] = result.phase_randomised
-    fsc_plot(
-        png, result.resolution_inv_angstrom, curves, thresholds=(0.143, 0.5),
-        resolutions={0.143: at_0143.angstrom, 0.5: at_05.angstrom},
-        title=f"{Path(names[0]).name} vs {Path(names[1]).name}", headline=next(iter(curves)),
-        n_particles=len(read_star(particles)) if gold_standard else None, pixel_size=voxel_size,
-        mask="none" if mask_data is None else ("soft sphere (auto)" if mask is None else Path(mask_name).name),
-    )
+    with atomic_outputs(outputs) as tmp:  # all of them or none
+        if gold_standard:
+            from gumalign.io.mrc import write_volume
+
+            for path, data in zip(half_paths, (map1, map2)):
+                write_volume(tmp[path], data, voxel_size)
+        write_postprocess_star(result, tmp[out], general)
+        write_fsc_xml(result, tmp[xml], title=f"{names[0]} vs {names[1]}")
+        curves = {"corrected" if mask_data is not None else "FSC": result.corrected}
+        if mask_data is not None:
+            curves["unmasked"] = result.unmasked
+            curves["masked"] = result.masked
+            curves["phase-randomised masked"] = result.phase_randomised
+        fsc_plot(
+            tmp[png], result.resolution_inv_angstrom, curves, thresholds=(0.143, 0.5),
+            resolutions={0.143: at_0143.angstrom, 0.5: at_05.angstrom},
+            title=f"{Path(names[0]).name} vs {Path(names[1]).name}", headline=next(iter(curves)),
+            n_particles=len(read_star(particles)) if gold_standard else None, pixel_size=voxel_size,
+            mask="none" if mask_data is None else ("soft sphere (auto)" if mask is None else Path(mask_name).name),
+        )
     info(f"wrote {out}, {xml}, {png}", quiet)
     if final.reached_nyquist:
         info(f"FSC stays above {threshold} up to Nyquist: the resolution is at least {final.angstrom:.2f} Å", quiet)
