@@ -19,8 +19,10 @@
 #   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #       mrcfile==1.5.4 starfile==0.5.13 gemmi==0.7.5 dynamotable==0.3.0
-# A CPU dry run of the plumbing (minutes): DEV=cpu NO_WHEELS=1 PY=.venv/bin/python ARCH=gumnet-so3-tiny PAIRS=40 \
-#   BLOBS=2 EVAL_PAIRS=1 TRAIN_MINUTES=0.5 BATCH=8 WORK=/tmp/so3dev OUT=/tmp/so3dev/out bash scripts/so3_device_session.sh
+# A CPU dry run of the plumbing (minutes): DEV=cpu NO_WHEELS=1 PY=.venv/bin/python ARCH=gumnet-so3-tiny \
+#   BLOBS=2 EVAL_PAIRS=1 TRAIN_MINUTES=0.2 PAIRS=80 BATCH=8 WORK=/tmp/so3dev OUT=/tmp/so3dev/out \
+#   bash scripts/so3_device_session.sh
+# (run on 2026-12-01 on the 2-core CPU: 258 s, every step rc 0, 5 files packed; the CUDA path itself is untested.)
 #
 # Budget knobs (environment): BUDGET (seconds until packing, default 540), PAIRS (per model, default 16000),
 # TRAIN_MINUTES (default 6, simulation included), BATCH (64), BLOBS (200), MAX_SHIFT12 (7), MAX_SHIFT9 (7), EVAL_PAIRS (16).
