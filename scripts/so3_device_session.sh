@@ -46,20 +46,8 @@ LOGS=$WORK/logs
 left() { echo $((began + BUDGET - $(date +%s))); }
 upto() { local t=$(($(left) - $1)); echo $((t < 5 ? 5 : t)); }  # seconds for a step that must end $1 s before packing
 
-if [[ -d .whl && -z ${NO_WHEELS:-} ]]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD/src
-else
-    export PYTHONPATH=$PWD/src
-fi
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
+source bench/device_env.sh  # wheels from .whl/, PYTHONPATH, PY, $LOGS/gpu.txt and smoke.txt
 GUMALIGN="$PY -m gumalign.cli.main"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOGS/gpu.txt" 2>&1
-"$PY" -c "import torch, gumalign; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))" \
-    >> "$LOGS/gpu.txt" 2>&1
-nproc >> "$LOGS/gpu.txt"
-cat "$LOGS/gpu.txt"
 if ! "$PY" -c "import mrcfile, starfile, gemmi, dynamotable, safetensors, typer, rich" 2> "$LOGS/imports.txt"; then
     echo "missing Python packages (carry them as .whl, see this script's header):"; cat "$LOGS/imports.txt"
     cp "$LOGS/imports.txt" "$OUT/"
