@@ -24,18 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-# Point groups of the built-in templates that have one. The templates are built from the deposited coordinates
-# (scripts/make_templates.py, first model), not from the biological assemblies: 3J9I holds the whole Thermoplasma
-# acidophilum 20S proteasome (α7β7β7α7, D7; 610 kDa); 1BXN holds half of the L8S8 Rubisco of Alcaligenes eutrophus
-# (L4S4, 240 kDa), which is C4 (checked: 4-fold self-correlation 0.996, no perpendicular 2-fold above 0.85). The others
-# used here (3JB9 spliceosome, 3CF3 p97, 1QVR ClpB) are asymmetric as built (no self-correlation above 0.85 under 2-
-# to 12-fold rotations about their principal axes). The axes are found numerically from each template
-# (detect_symmetry), and every operator is checked against the density.
-DECLARED_SYMMETRY = {"proteasome": "D7", "rubisco": "C4"}
-
-# An operator must leave the template with at least this Pearson correlation to itself (trilinear interpolation
-# alone costs about 0.01 at 32³).
-MIN_SELF_CORRELATION = 0.9
+# Point groups of the built-in templates, the self-correlation every operator must keep, and the numerical pieces of
+# the axis search live in the package (gumalign.train.symmetry, which the supervised loss uses); this module wraps
+# them into a SymmetryGroup for the benchmarks' symmetry-aware errors.
+from gumalign.train.symmetry import (  # noqa: E402
+    DECLARED_SYMMETRY,
+    MIN_SELF_CORRELATION,
+    _perpendicular_two_fold,
+    _refine_axis,
+    rotation_about,
+    self_correlations,
+)
 
 
 @dataclass
@@ -55,47 +54,12 @@ class SymmetryGroup:
     min_self_correlation: float = 1.0
 
 
-def rotation_about(axis: np.ndarray, angle_rad: float | np.ndarray) -> np.ndarray:
-    """(3, 3) (or (..., 3, 3) for an array of angles) right-handed rotation about a unit ``axis`` (Rodrigues)."""
-    axis = np.asarray(axis, dtype=np.float64)
-    axis = axis / np.linalg.norm(axis)
-    angle = np.asarray(angle_rad, dtype=np.float64)[..., None, None]
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
-
-
 def parse_symmetry(text: str) -> tuple[str, int]:
     """'C1', 'C7', 'D4' (case-insensitive) -> ('C' or 'D', n)."""
     match = re.fullmatch(r"\s*([CcDd])\s*(\d+)\s*", text)
     if not match or int(match.group(2)) < 1 or (match.group(1).upper() == "D" and int(match.group(2)) < 2):
         raise ValueError(f"symmetry {text!r} is not Cn (n >= 1) or Dn (n >= 2)")
     return match.group(1).upper(), int(match.group(2))
-
-
-def self_correlations(density: np.ndarray, rotations: np.ndarray) -> np.ndarray:
-    """Pearson correlation of ``density`` (N, N, N) with itself rotated about the box centre by each of ``rotations``.
-
-    Args:
-        density: (N, N, N) float32 [z, y, x].
-        rotations: (K, 3, 3) rotations acting on (x, y, z).
-
-    Returns:
-        (K,) float64 correlations.
-    """
-    import torch
-
-    from gumalign.geometry import transform_volumes
-
-    volume = torch.as_tensor(np.asarray(density, dtype=np.float32))
-    flat = volume.flatten() - volume.mean()
-    out = []
-    for start in range(0, len(rotations), 64):
-        chunk = torch.as_tensor(np.asarray(rotations[start : start + 64]), dtype=torch.float32)
-        moved = transform_volumes(volume[None].expand(len(chunk), -1, -1, -1), chunk).flatten(1)
-        moved = moved - moved.mean(dim=1, keepdim=True)
-        corr = (moved @ flat) / (moved.norm(dim=1) * flat.norm()).clamp_min(1e-12)
-        out.append(corr.double().numpy())
-    return np.concatenate(out)
 
 
 def _principal_axes(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,46 +71,6 @@ def _principal_axes(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coords = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
     moment = (coords.T * weights.ravel()) @ coords / weights.sum()
     return np.linalg.eigh(moment)
-
-
-def _cone(axis: np.ndarray, tilt_rad: float, count: int = 8) -> np.ndarray:
-    """``count`` unit vectors tilted by ``tilt_rad`` from ``axis``, evenly around it, plus the axis itself first."""
-    helper = np.eye(3)[np.argmin(np.abs(axis))]
-    e1 = np.cross(axis, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(axis, e1)
-    phis = 2 * np.pi * np.arange(count) / count
-    tilted = np.cos(tilt_rad) * axis + np.sin(tilt_rad) * (np.cos(phis)[:, None] * e1 + np.sin(phis)[:, None] * e2)
-    return np.concatenate([axis[None], tilted])
-
-
-def _refine_axis(density: np.ndarray, axis: np.ndarray, order: int) -> np.ndarray:
-    """Pattern search for the direction whose 2π/order rotation best preserves the density."""
-    for tilt_deg in (4.0, 2.0, 1.0, 0.5, 0.25):
-        for _ in range(4):
-            candidates = _cone(axis, np.radians(tilt_deg))
-            scores = self_correlations(density, np.stack([rotation_about(a, 2 * np.pi / order) for a in candidates]))
-            if int(np.argmax(scores)) == 0:
-                break
-            axis = candidates[int(np.argmax(scores))]
-    return axis / np.linalg.norm(axis)
-
-
-def _perpendicular_two_fold(density: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """The 2-fold axis perpendicular to ``axis`` that best preserves the density (1° scan, then 0.1°)."""
-    helper = np.eye(3)[np.argmin(np.abs(axis))]
-    e1 = np.cross(axis, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(axis, e1)
-
-    def best(phis: np.ndarray) -> float:
-        directions = np.cos(phis)[:, None] * e1 + np.sin(phis)[:, None] * e2
-        scores = self_correlations(density, np.stack([rotation_about(d, np.pi) for d in directions]))
-        return float(phis[int(np.argmax(scores))])
-
-    phi = best(np.radians(np.arange(0.0, 180.0, 1.0)))
-    phi = best(phi + np.radians(np.arange(-1.0, 1.01, 0.1)))
-    return np.cos(phi) * e1 + np.sin(phi) * e2
 
 
 def detect_symmetry(density: np.ndarray, declared: str = "C1") -> SymmetryGroup:

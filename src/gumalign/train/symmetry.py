@@ -1,7 +1,7 @@
 """Point-group operators of training templates, for symmetry-aware supervised losses.
 
-The same method as bench/_common.py (which the benchmarks use for symmetry-aware errors; bench/ is not part of the
-package, so the few functions are repeated here): the n-fold axis starts from the principal axis of the density's
+The one implementation of the axis search (bench/_common.py wraps it for the benchmarks' symmetry-aware errors):
+the n-fold axis starts from the principal axis of the density's
 second-moment tensor that differs most from the other two (every principal axis for n = 2), is refined by a pattern
 search that maximises the self-correlation under a 2π/n rotation, and for Dn a perpendicular 2-fold axis is found by
 a scan. Every operator must keep the template's self-correlation >= 0.9.
