@@ -143,24 +143,10 @@ def tick_positions(count: int, max_labels: int = 30) -> np.ndarray:
     return np.arange(0, count, step)
 
 
-def heatmap_plot(
-    path: str | os.PathLike,
-    matrix: np.ndarray,
-    *,
-    row_order: np.ndarray | None = None,
-    column_order: np.ndarray | None = None,
-    row_groups: np.ndarray | None = None,
-    title: str = "",
-    colorbar_label: str = "score",
-    xlabel: str = "particle",
-    ylabel: str = "particle",
-    scale_ignores_diagonal: bool = False,
-    group_names: Mapping | None = None,
-    column_labels: Sequence[str] | None = None,
-) -> None:
+def heatmap_plot(path: str | os.PathLike, matrix: np.ndarray, **options) -> None:
     """A matrix as a heatmap, rows and columns reordered, with lines between groups (e.g. classes) and their names.
 
-    Args:
+    Args (``options`` are :func:`heatmap_figure`'s keyword arguments):
         matrix: (R, C) values.
         row_order, column_order: permutations applied before drawing (default: as given).
         row_groups: (R,) group label of each row in the original order; lines are drawn where the label changes
@@ -174,11 +160,7 @@ def heatmap_plot(
     Rows and columns keep their original 1-based indices as tick labels: all of them up to 30, beyond that every
     1st, 2nd, 5th, 10th, ... (thin ticks at every row), so labels stay readable at any N.
     """
-    figure = heatmap_figure(matrix, row_order=row_order, column_order=column_order, row_groups=row_groups,
-                            title=title, colorbar_label=colorbar_label, xlabel=xlabel, ylabel=ylabel,
-                            scale_ignores_diagonal=scale_ignores_diagonal, group_names=group_names,
-                            column_labels=column_labels)
-    _save(figure, path)
+    _save(heatmap_figure(matrix, **options), path)
 
 
 def heatmap_figure(
@@ -195,7 +177,7 @@ def heatmap_figure(
     group_names: Mapping | None = None,
     column_labels: Sequence[str] | None = None,
 ):
-    """The matplotlib Figure :func:`heatmap_plot` writes (same arguments, no path)."""
+    """The matplotlib Figure :func:`heatmap_plot` writes (its arguments are documented there)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     rows = np.arange(matrix.shape[0]) if row_order is None else np.asarray(row_order)
     cols = np.arange(matrix.shape[1]) if column_order is None else np.asarray(column_order)
