@@ -1050,6 +1050,18 @@ def render_markdown(ctx: dict) -> str:
         lines += ["", f"Order checks (pooled means): {len(checks) - len(broken)} of {len(checks)} hold"
                   + ("." if not broken else "; broken: " + "; ".join(
                       f"SNR {c['snr']:g} {c['check']} ({c['left']:.3f} vs {c['right']:.3f})" for c in broken) + ".")]
+    failures = ctx.get("search_failures") or []
+    if failures:
+        rows_ = sorted({f["row"] for f in failures}, key=keys.index)
+        share = {(f["row"], f["snr"]): f for f in failures}
+        lines += ["", f"Search failures: of the pairs a refine row answers more than {WRONG_DEG:g}° off, the share "
+                      "scoring below the floor's constrained correlation (wrong answers the correlation did not "
+                      "prefer), pooled; per structure in the JSON.", ""]
+        lines += _header("Row", snrs)
+        for key in rows_:
+            lines.append(f"| {row_label(key, ctx['method_map'])} | " + " | ".join(
+                f"{100 * share[(key, snr)]['share']:.0f}% of {share[(key, snr)]['wrong']}"
+                if share[(key, snr)]["wrong"] else "–" for snr in snrs) + " |")
     if ctx.get("task", "pairs") != "pairs":
         tables = []  # the seed's tables are pair alignments: no counterpart for the reference task
     if tables:
@@ -1316,11 +1328,10 @@ def run(args) -> dict:
         align_devices, warmed, cached_total = set(), set(), 0
         first_pairs = None
         total = len(structures) * len(snrs)
+        snr_aligners = {snr: base_aligners | make_aligners(list(per_snr[snr].values()), args) for snr in snrs}
         for index, (s, snr) in enumerate(((s, snr) for s in structures for snr in snrs), start=1):
             cell_methods = [per_snr[snr].get(m.key, m) for m in methods]
-            aligners = dict(base_aligners)
-            if per_snr[snr]:
-                aligners.update(make_aligners(list(per_snr[snr].values()), args))
+            aligners = snr_aligners[snr]
             todo = []
             for m in cell_methods + reference_methods:
                 cell = read_cell(cells_dir, s, snr, m, cell_fingerprint(m, args))
@@ -1413,6 +1424,35 @@ def finish_context(ctx: dict) -> None:
         for snr in ctx["snrs"] for key in rows
     }
     ctx["order_checks"] = order_checks(ctx)
+    ctx["search_failures"] = search_failures(ctx)
+
+
+WRONG_DEG = 30.0  # an answer this far from the truth counts as wrong in search_failures
+
+
+def search_failures(ctx: dict) -> list[dict]:
+    """Per SNR and refine row, pooled and per structure: of the pairs whose answer is more than WRONG_DEG off, the
+    share that scores below the floor's constrained correlation (the refine rows and the floor score with the same
+    function): wrong answers the correlation itself did not prefer, i.e. failures of the search, not of the signal."""
+    if "floor" not in ctx.get("reference_keys", []):
+        return []
+    by = {}
+    for r in ctx["records"]:
+        by.setdefault((r["structure"], r["snr"], r["method"]), {})[r["pair"]] = (r["score"], r["rotation_error"])
+    out = []
+    for snr in ctx["snrs"]:
+        for key in (k for k in ctx["keys"] if k.endswith(REFINE)):
+            counts = {}
+            for s in ctx["structures"]:
+                floor = by[(s, snr, "floor")]
+                wrong = [(score, floor[p][0]) for p, (score, error) in by[(s, snr, key)].items()
+                         if rotation_angle_deg(error) > WRONG_DEG]
+                counts[s] = (len(wrong), sum(score < below for score, below in wrong))
+            total, lower = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
+            out.append({"snr": snr, "row": key, "wrong": total, "below_floor": lower,
+                        "share": lower / total if total else float("nan"),
+                        "per_structure": {s: {"wrong": c[0], "below_floor": c[1]} for s, c in counts.items()}})
+    return out
 
 
 def order_checks(ctx: dict) -> list[dict]:
@@ -1532,7 +1572,8 @@ def write_outputs(ctx: dict, out: Path) -> None:
         "reference_rows": ctx.get("reference_keys", []), "rotation_prior": ctx.get("prior", "haar"),
         "protocol": ctx.get("protocol", "unseen"), "task": ctx.get("task", "pairs"),
         "protocol_models": ctx.get("protocol_models", []), "pooled": ctx["pooled"],
-        "order_checks": ctx["order_checks"], "merged_from": ctx.get("merged_from", []),
+        "order_checks": ctx["order_checks"], "search_failures": ctx["search_failures"],
+        "merged_from": ctx.get("merged_from", []),
     }
     write_text_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1))
     write_text_atomic(out, render_markdown(ctx))

@@ -295,6 +295,14 @@ def test_quick_medians_shares_and_reference_rows_agree_with_the_raw_errors(quick
     # Haar prior: the constant guess is the identity, the answer of every prior row.
     prior = [r for r in rows if r["method"] == "prior"]
     assert all(float(r["rotation_error_raw"]) > 0.3 for r in prior)  # random rotations are far from one constant
+    # Search failures: of the refine rows' answers more than 30° off, those scoring below the floor's score.
+    score = {(r["method"], float(r["snr"]), int(r["pair"])): (float(r["score"]), float(r["rotation_error"]))
+             for r in rows}
+    for entry in summary["search_failures"]:
+        wrong = [(s, score[("floor", entry["snr"], p)][0]) for (m, snr, p), (s, e) in score.items()
+                 if m == entry["row"] and snr == entry["snr"] and _angle_deg(np.array(e)) > 30]
+        assert entry["wrong"] == len(wrong) and entry["below_floor"] == sum(a < b for a, b in wrong)
+    assert {e["row"] for e in summary["search_failures"]} == {k for k in summary["rows"] if k.endswith("+refine")}
     checks = summary["order_checks"]
     assert {c["snr"] for c in checks} == {100.0, 0.1, 0.05, 0.03, 0.01}
     assert all(c["holds"] == (c["left"] <= c["right"] + 1e-12) for c in checks)
