@@ -55,7 +55,7 @@ def test_known_angles_and_shifts_come_back(dataset, method):
     assert result.exit_code == 0, result.output
     table = read_star(out)
     assert rotation_error(euler_to_matrix(ANGLES), table.matrices()).max() < 0.1
-    np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
+    np.testing.assert_allclose(table.origins_px(), ORIGINS_PX, atol=0.75)
     assert table.particles["rlnTomoName"].tolist() == ["00255"] * 3
     assert table.half_sets().tolist() == [1, 2, 1]
     assert np.all(table.numeric("gumAlignScore") > 0.9)
@@ -69,12 +69,12 @@ def test_gumnet_writes_known_angles_and_shifts(dataset):
     assert result.exit_code == 0, result.output
     table = read_star(out)
     assert rotation_error(truth, table.matrices()).max() < 0.35
-    np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
+    np.testing.assert_allclose(table.origins_px(), ORIGINS_PX, atol=0.75)
     result, out = run_align(dataset, "--method", "gumnet", "--refine")
     assert result.exit_code == 0, result.output
     table = read_star(out)
     assert rotation_error(truth, table.matrices()).max() < 0.1
-    np.testing.assert_allclose(table.shifts_px(), ORIGINS_PX, atol=0.75)
+    np.testing.assert_allclose(table.origins_px(), ORIGINS_PX, atol=0.75)
     assert table.particles["gumAlignMethod"].tolist() == ["gumnet+refine"] * 3
 
 

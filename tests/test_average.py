@@ -250,7 +250,7 @@ def test_cli_iterations_write_each_iteration(tmp_path, monkeypatch):
         assert (tmp_path / name).is_file(), name
     table = read_star(tmp_path / "avg.star")
     assert rotation_error(a, table.matrices()).max() < 1e-3
-    np.testing.assert_allclose(table.shifts_px(), origins, atol=0.3)
+    np.testing.assert_allclose(table.origins_px(), origins, atol=0.3)
     assert table.half_sets().tolist() == [1, 2] * 4
     assert table.particles["rlnTomoName"].tolist() == ["00255"] * 8
 

@@ -133,7 +133,7 @@ def test_star_particles_with_half_transform_ctfs_average_back_to_the_template(tm
     table = read_star(star)
     assert table.ctf_premultiplied().tolist() == [premultiplied] * 4
     stack = StarStack(table)
-    result = average_particles(stack, table.matrices(), table.shifts_px(), halves=table.half_sets(),
+    result = average_particles(stack, table.matrices(), table.origins_px(), halves=table.half_sets(),
                                regularisation=1e-6)
     inside = (centred_radius() <= N // 2).astype(np.float32)
     assert pearson(result.full, apply_centred(template, inside)) > 0.99

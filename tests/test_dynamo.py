@@ -63,7 +63,7 @@ def test_read_table_gives_the_same_particle_in_relions_meaning(tmp_path):
                                    .as_matrix().T, atol=1e-9)
     np.testing.assert_allclose(table.matrices(), expected, atol=1e-9)
     # Dynamo's centre is x + dx; RELION's is coordinate - origin: origin = -dx.
-    np.testing.assert_allclose(table.shifts_px()[0], [-1.5, 2.0, -0.5])
+    np.testing.assert_allclose(table.origins_px()[0], [-1.5, 2.0, -0.5])
     np.testing.assert_allclose(table.shifts_angst()[0], [-6.0, 8.0, -2.0])
     np.testing.assert_allclose(table.pixel_sizes(), 4.0)
     assert table.particles["rlnTomoName"].tolist() == ["TS_01", "00255", "TS_01"]
@@ -85,7 +85,7 @@ def test_star_and_tbl_round_trips_keep_the_matrices(tmp_path):
     write_star(from_star, back)
     again = read_star(back)
     np.testing.assert_allclose(again.matrices(), table.matrices(), atol=1e-5)
-    np.testing.assert_allclose(again.shifts_px(), table.shifts_px(), atol=1e-5)
+    np.testing.assert_allclose(again.origins_px(), table.origins_px(), atol=1e-5)
     raw = np.loadtxt(back)
     np.testing.assert_allclose(raw[:, 23:26], [r[5] for r in ROWS])  # x, y, z in columns 24-26
     np.testing.assert_allclose(raw[:, 0], [1, 2, 7])  # tags kept

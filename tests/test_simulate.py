@@ -106,7 +106,7 @@ def _unrotated_correlations(out: Path, flip_origin: bool = False, transpose: boo
     k_angst = np.sqrt((k**2).sum(axis=0)) / (BOX * VOXEL)
     spectrum_weight = transfer(k_angst)
     scores = []
-    for path, a, origin in zip(table.image_paths(), table.matrices(), table.shifts_px()):
+    for path, a, origin in zip(table.image_paths(), table.matrices(), table.origins_px()):
         particle = torch.from_numpy(read_volume(path).data)
         inverse = a.T if transpose else a
         shift = inverse @ origin * (-1 if flip_origin else 1)
@@ -128,7 +128,7 @@ def test_ground_truth_check_fails_with_a_wrong_sign(high_snr_set):
     from gumalign.geometry import rotation_error
 
     table = read_star(high_snr_set / "particles.star")
-    shifts = np.linalg.norm(table.shifts_px(), axis=1)
+    shifts = np.linalg.norm(table.origins_px(), axis=1)
     a = table.matrices()
     far = rotation_error(a, np.swapaxes(a, 1, 2)) > 1.0  # A and Aᵀ differ by more than ~41°
     wrong_shift = np.array(_unrotated_correlations(high_snr_set, flip_origin=True))
@@ -210,7 +210,7 @@ def test_pairs_star_holds_the_relative_transform(tmp_path):
     k = centred_frequencies(BOX)
     seen_b = observed(k[0], k[2])
     base = out
-    for row, s_b_path, a, origin in zip(range(4), pairs.image_paths(), pairs.matrices(), pairs.shifts_px()):
+    for row, s_b_path, a, origin in zip(range(4), pairs.image_paths(), pairs.matrices(), pairs.origins_px()):
         s_a = read_volume(base / pairs.particles["gumPairReference"].iloc[row]).data
         s_b = read_volume(s_b_path).data
         predicted = transform_volumes(torch.from_numpy(s_a), a[None], -origin[None])[0].numpy()

@@ -145,7 +145,7 @@ def test_relion_30_pixel_shifts_and_detector_pixel_size(write):
     table = read_star(write(STAR_30))
     assert table.version == "3.0"
     np.testing.assert_allclose(table.pixel_sizes(), [5.0, 5.0])
-    np.testing.assert_allclose(table.shifts_px()[0], [1.5, -2.0, 0.5])
+    np.testing.assert_allclose(table.origins_px()[0], [1.5, -2.0, 0.5])
     np.testing.assert_allclose(table.shifts_angst()[0], [7.5, -10.0, 2.5])
     assert table.particles["rlnMicrographName"].tolist() == ["00255", "00256"]
     assert table.image_paths()[0] == table.source.parent / "sub/p1.mrc"
@@ -154,7 +154,7 @@ def test_relion_30_pixel_shifts_and_detector_pixel_size(write):
 def test_relion_31(write):
     table = read_star(write(STAR_31))
     assert table.version == "3.1"
-    np.testing.assert_allclose(table.shifts_px()[0], [1.0, -2.0, 0.5])
+    np.testing.assert_allclose(table.origins_px()[0], [1.0, -2.0, 0.5])
     np.testing.assert_allclose(table.angles()[1], [-10, 120, -30])
     assert table.classes().tolist() == [1, 2]
     assert table.particles["myLabNote"].tolist() == ["keep", "007"]
@@ -165,7 +165,7 @@ def test_relion_4_tomo_names_stay_strings_and_weights_resolve(write):
     assert table.version == "4"
     assert table.particles["rlnTomoName"].tolist() == ["00255", "00255"]
     np.testing.assert_allclose(table.pixel_sizes(), 5.4)
-    np.testing.assert_allclose(table.shifts_px()[0], [1.0, 0.0, -2.0])
+    np.testing.assert_allclose(table.origins_px()[0], [1.0, 0.0, -2.0])
     assert table.weight_paths()[1].name == "2_weights.mrc"
     assert table.half_sets().tolist() == [1, 2]
 
@@ -209,7 +209,7 @@ def test_with_alignment_writes_relion_meaning(write, tmp_path):
     write_star(aligned, out, box_size=32)
     again = read_star(out)
     np.testing.assert_allclose(again.angles(), [[1, 2, 3], [4, 5, 6]], atol=1e-5)
-    np.testing.assert_allclose(again.shifts_px()[1], [0, 1.0, 0])
+    np.testing.assert_allclose(again.origins_px()[1], [0, 1.0, 0])
     assert "rlnOriginX" not in again.particles.columns
     assert again.particles["rlnMicrographName"].tolist() == ["00255", "00256"]
 

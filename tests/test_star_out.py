@@ -178,7 +178,7 @@ def test_non_finite_and_absurd_values_are_refused(write, old, new, message):
         table.angles() if "Angle" in message else table.shifts_angst()
     if "origin" in message:
         with pytest.raises(GumalignError, match=message):
-            table.shifts_px()
+            table.origins_px()
 
 
 def test_optics_groups_with_different_pixel_sizes_name_the_command_that_splits_them(write):

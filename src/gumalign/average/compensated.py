@@ -260,7 +260,7 @@ def _as_stack(particles, weights) -> ParticleStack:
 def average_particles(
     particles: ParticleStack | np.ndarray,
     matrices: np.ndarray,
-    shifts_px: np.ndarray,
+    origins_px: np.ndarray,
     *,
     weights: np.ndarray | None = None,
     halves: np.ndarray | None = None,
@@ -275,7 +275,7 @@ def average_particles(
     Args:
         particles: a ParticleStack (streamed in batches), or an (n, N, N, N) float array [z, y, x].
         matrices: (n, 3, 3) RELION matrices A (rotate the reference into each particle).
-        shifts_px: (n, 3) RELION origins (x, y, z) in pixels (ParticleTable.shifts_px()).
+        origins_px: (n, 3) RELION origins (x, y, z) in pixels (ParticleTable.origins_px()).
         weights: with an array of particles only: None (fully observed), (N, N, N) shared or (n, N, N, N) centred
             observed-region weights.
         halves: (n,) half sets 1/2 (rlnRandomSubset) or None to alternate 1, 2, 1, ...
@@ -292,9 +292,9 @@ def average_particles(
     stack = _as_stack(particles, weights)
     n = len(stack)
     matrices = np.asarray(matrices, dtype=np.float64)
-    shifts_px = np.asarray(shifts_px, dtype=np.float64)
-    if matrices.shape != (n, 3, 3) or shifts_px.shape != (n, 3):
-        raise GumalignError(f"expected {n} orientations and origins, got {matrices.shape} and {shifts_px.shape}")
+    origins_px = np.asarray(origins_px, dtype=np.float64)
+    if matrices.shape != (n, 3, 3) or origins_px.shape != (n, 3):
+        raise GumalignError(f"expected {n} orientations and origins, got {matrices.shape} and {origins_px.shape}")
     if n == 0:
         raise GumalignError("no particles to average")
     if isinstance(regularisation, str):
@@ -310,7 +310,7 @@ def average_particles(
     for rows in iter_batches(n, batch_size):
         volumes, batch_weights = stack.load(rows)
         a = torch.as_tensor(matrices[rows], dtype=torch.float32, device=device)
-        o = torch.as_tensor(shifts_px[rows], dtype=torch.float32, device=device)
+        o = torch.as_tensor(origins_px[rows], dtype=torch.float32, device=device)
         aligned = to_reference_frame(torch.as_tensor(volumes, device=device), a, o)
         spectra = torch.fft.rfftn(aligned, dim=(-3, -2, -1))
         numerator_w = denominator_w = None

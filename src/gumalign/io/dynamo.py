@@ -162,7 +162,7 @@ def write_dynamo(table, path: str | os.PathLike, *, default_pixel_size: float | 
     if table.has_angles():
         angles = relion_to_dynamo(table.matrices())
         columns["tdrot"], columns["tilt"], columns["narot"] = angles[:, 0], angles[:, 1], angles[:, 2]
-    origins = table.shifts_px(default_pixel_size)
+    origins = table.origins_px(default_pixel_size)
     columns["dx"], columns["dy"], columns["dz"] = -origins[:, 0], -origins[:, 1], -origins[:, 2]
     for name, column in zip(("x", "y", "z"), ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")):
         if table.has(column):

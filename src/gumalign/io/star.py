@@ -298,7 +298,7 @@ class ParticleTable:
             )
         return origins
 
-    def shifts_px(self, default_pixel_size: float | None = None) -> np.ndarray:
+    def origins_px(self, default_pixel_size: float | None = None) -> np.ndarray:
         """(N, 3) origins (x, y, z) in pixels of the particle image."""
         if not any(self.has(c) for c in ORIGIN_ANGST_COLUMNS) and all(self.has(c) for c in ORIGIN_PIXEL_COLUMNS):
             origins = np.stack([self._finite(c) for c in ORIGIN_PIXEL_COLUMNS], axis=1)

@@ -204,7 +204,7 @@ def _truth_from_table(table) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(R, t) from RELION angles and origins when the table has angles: R = A, t = -origin (pixels)."""
     if not table.has_angles():
         return None, None
-    return table.matrices(), -table.shifts_px()
+    return table.matrices(), -table.origins_px()
 
 
 def _snr_labels(table) -> np.ndarray | None:
