@@ -41,7 +41,6 @@ device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,6 +51,7 @@ from gumalign.fourier.grids import shell_index
 from gumalign.fourier.wedge import rfft_to_centred
 from gumalign.geometry.transform import transform_volumes
 from gumalign.metrics.fsc import fsc
+from gumalign.progress import Advance
 
 DEFAULT_REGULARISATION = "auto"
 CONSTANT_REGULARISATION = 0.01  # λ per particle for the first-pass half maps of "auto" and when halves are empty
@@ -268,7 +268,7 @@ def average_particles(
     device: torch.device | str = "cpu",
     regularisation: float | str = DEFAULT_REGULARISATION,
     compensate: bool = True,
-    progress: Callable[[int], None] | None = None,
+    progress: Advance | None = None,
 ) -> AverageResult:
     """Average particles in the reference frame, per half set, compensating each particle's missing wedge.
 

@@ -8,22 +8,15 @@ A and its shifts are -origin in pixels, so the new origins are -shifts.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator
+from typing import Callable
 
 import numpy as np
 
 from gumalign.average.compensated import DEFAULT_REGULARISATION, AverageResult, assign_halves, average_particles
 from gumalign.average.stack import ParticleStack, iter_batches
 from gumalign.errors import GumalignError
-
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
-
-
-@contextmanager
-def no_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    yield lambda n=1: None
+from gumalign.progress import Advance, ProgressFactory, no_progress
 
 
 @dataclass
@@ -52,7 +45,7 @@ def realign(
     aligner,
     *,
     batch_size: int = 64,
-    progress: Callable[[int], None] | None = None,
+    progress: Advance | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Align every particle to the reference of its half set.
 

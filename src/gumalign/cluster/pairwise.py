@@ -9,12 +9,12 @@ Classes come from complete-linkage clustering (scipy.cluster.hierarchy) on the d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from gumalign.average.stack import ParticleStack, iter_batches, load_all
 from gumalign.errors import GumalignError
+from gumalign.progress import Advance
 
 
 def check_k(k: int, n: int) -> None:
@@ -36,7 +36,7 @@ def pairwise_scores(
     aligner,
     *,
     batch_size: int = 32,
-    progress: Callable[[int], None] | None = None,
+    progress: Advance | None = None,
 ) -> np.ndarray:
     """Score every pair of particles by aligning one to the other.
 

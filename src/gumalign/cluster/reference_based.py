@@ -11,7 +11,6 @@ particle changes class, or after ``iterations`` rounds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -19,8 +18,7 @@ from gumalign.average.compensated import DEFAULT_REGULARISATION, average_particl
 from gumalign.average.stack import ParticleStack, SubsetStack, iter_batches
 from gumalign.cluster.pairwise import check_k, renumber_by_size
 from gumalign.errors import GumalignError
-
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+from gumalign.progress import ProgressFactory, no_progress
 
 
 @dataclass
@@ -109,8 +107,6 @@ def reference_based_clustering(
         device, regularisation: for the class averages (gumalign.average.average_particles).
         progress: ``progress(description, total)`` -> context manager yielding ``advance(n)``, or None.
     """
-    from gumalign.average.iterative import no_progress
-
     n = len(stack)
     check_k(k, n)
     if iterations < 1:
