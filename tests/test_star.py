@@ -240,3 +240,11 @@ def test_relative_image_paths_follow_the_star_file(write, tmp_path):
     again = read_star(out)
     assert again.particles["rlnImageName"].tolist() == ["../sub/p1.mrc", "../sub/p2.mrc"]
     assert [p.resolve() for p in again.image_paths()] == [p.resolve() for p in table.image_paths()]
+
+
+def test_paths_of_any_column_follow_the_star_file_and_name_a_missing_column(write):
+    table = read_star(write(STAR_4))
+    assert table.paths("rlnCtfImage") == table.weight_paths()
+    assert table.paths("rlnImageName") == table.image_paths()
+    with pytest.raises(GumalignError, match="missing column _gumPairReference"):
+        table.paths("gumPairReference")

@@ -152,10 +152,18 @@ class ParticleTable:
         return values
 
     # -- paths --------------------------------------------------------------------------------------------------
-    def _resolve(self, names: pd.Series, column: str) -> list[Path]:
+    def paths(self, column: str) -> list[Path]:
+        """Each particle's file named in ``column`` (e.g. rlnImageName, rlnCtfImage, gumPairReference).
+
+        A relative name is resolved against the STAR file's folder when the file is there, else left relative to the
+        working directory (RELION's project folder). A GumalignError when the column is absent or a name points into
+        a 2D stack (``n@stack.mrcs``).
+        """
+        if not self.has(column):
+            raise GumalignError(f"{self.name}: missing column _{column}")
         base = self.source.parent if self.source is not None else Path(".")
         out = []
-        for name in names.astype(str):
+        for name in self.particles[column].astype(str):
             if "@" in name:
                 raise GumalignError(f"{self.name}: _{column} {name!r} points into a 2D stack; 3D MRC files are needed")
             path = Path(name)
@@ -167,16 +175,14 @@ class ParticleTable:
         return out
 
     def image_paths(self) -> list[Path]:
-        """Each particle's subtomogram (rlnImageName), resolved relative to the STAR file's folder."""
-        if not self.has("rlnImageName"):
-            raise GumalignError(f"{self.name}: missing column _rlnImageName")
-        return self._resolve(self.particles["rlnImageName"], "rlnImageName")
+        """Each particle's subtomogram (rlnImageName), resolved as :meth:`paths` does."""
+        return self.paths("rlnImageName")
 
     def weight_paths(self) -> list[Path] | None:
         """Each particle's 3D CTF or weight (rlnCtfImage, any of RELION's layouts), or None when the column is absent."""
         if not self.has("rlnCtfImage"):
             return None
-        return self._resolve(self.particles["rlnCtfImage"], "rlnCtfImage")
+        return self.paths("rlnCtfImage")
 
     def ctf_premultiplied(self) -> np.ndarray:
         """(N,) bool: rlnCtfDataAreCtfPremultiplied of each particle (its row, else its optics group; False when

@@ -276,8 +276,7 @@ def pairs_from_pairs_star(star: str | Path) -> PairSet:
             f"{star}: missing column _{PAIR_REFERENCE_COLUMN}; is this a pairs.star from `gumalign simulate --pairs`?"
         )
     reader = _VolumeReader()
-    # Private resolver of ParticleTable: the same relative-path rule as rlnImageName (the STAR file's folder first).
-    a_paths = table._resolve(table.particles[PAIR_REFERENCE_COLUMN], PAIR_REFERENCE_COLUMN)
+    a_paths = table.paths(PAIR_REFERENCE_COLUMN)  # the same relative-path rule as rlnImageName
     b_paths = table.image_paths()
     unique_a = list(dict.fromkeys(a_paths))
     a_volumes = np.stack([reader.read(p, f"pair reference ({table.name})") for p in unique_a])
@@ -289,7 +288,7 @@ def pairs_from_pairs_star(star: str | Path) -> PairSet:
     def weight_list(column: str) -> list[np.ndarray]:
         if not table.has(column):
             return [ones] * len(table)
-        paths = table._resolve(table.particles[column], column)
+        paths = table.paths(column)
         return [_scaled_weight(reader.read(p, f"_{column} ({table.name})")) for p in paths]
 
     weights, index = _unique_weights(weight_list(PAIR_REFERENCE_WEIGHT_COLUMN) + weight_list("rlnCtfImage"))
