@@ -16,8 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from gumalign.io.safetensors import load_tensors
 from gumalign.models.gumnet import GumNetConfig, build_model
-from gumalign.train.checkpoint import MODEL_FILE, load_tensors, read_checkpoint_state
+from gumalign.train.checkpoint import MODEL_FILE, read_checkpoint_state
 from gumalign.train.loop import CHECKPOINT_DIR
 from gumalign.weights import install_model, save_model
 

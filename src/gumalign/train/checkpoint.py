@@ -13,14 +13,14 @@ generations, with plain model.safetensors / optimizer.safetensors, still resume.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from gumalign.errors import GumalignError
-from gumalign.io.atomic import atomic_path, write_text_atomic
+from gumalign.io.atomic import write_text_atomic
+from gumalign.io.safetensors import file_sha256, load_tensors, save_tensors
 
 MODEL_FILE = "model.safetensors"  # the names of a checkpoint written before generations
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -30,32 +30,6 @@ STATE_FILE = "state.json"
 def generation_files(epoch: int) -> dict[str, str]:
     """{'model': file name, 'optimizer': file name} of the generation written after ``epoch``."""
     return {"model": f"model-e{epoch:06d}.safetensors", "optimizer": f"optimizer-e{epoch:06d}.safetensors"}
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors (moved to the CPU, made contiguous) to a safetensors file atomically."""
-    from safetensors.torch import save_file
-
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(cpu, str(tmp), metadata=metadata)
-
-
-def load_tensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device=str(device))
-    except Exception as exc:  # safetensors raises its own error types on corrupt headers
-        raise GumalignError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
 
 
 def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

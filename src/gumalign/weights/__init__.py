@@ -102,7 +102,7 @@ def model_record(name_or_path: str | Path) -> dict:
 
 def verify_weights(weights: Path, record: dict) -> None:
     """Refuse a weights file whose size or sha256 differs from its record."""
-    from gumalign.train.checkpoint import file_sha256
+    from gumalign.io.safetensors import file_sha256
 
     expected = record.get("sha256")
     if not expected:
@@ -140,7 +140,7 @@ def load_model(name_or_path: str | Path, device="cpu", *, allow_unverified: bool
     from safetensors import safe_open
 
     from gumalign.models.gumnet import GumNet, GumNetConfig
-    from gumalign.train.checkpoint import load_tensors
+    from gumalign.io.safetensors import load_tensors
 
     allow = _ALLOW_UNVERIFIED.get() if allow_unverified is None else bool(allow_unverified)
     weights, record = resolve_model(name_or_path)
@@ -188,9 +188,9 @@ def save_model(model, record: dict, folder: Path) -> Path:
     Returns:
         The weights path.
     """
-    from gumalign.models.gumnet import parameter_count
-    from gumalign.train.checkpoint import file_sha256, save_tensors
     from gumalign.io.atomic import write_text_atomic
+    from gumalign.io.safetensors import file_sha256, save_tensors
+    from gumalign.models.gumnet import parameter_count
 
     folder = Path(folder)
     weights = folder / f"{MODEL_STEM}.safetensors"
