@@ -86,3 +86,49 @@ def test_the_version_is_the_installed_metadata():
     from importlib.metadata import version
 
     assert gumalign.__version__ == version("gumalign")
+
+
+# --- rotations about axes (gumalign.geometry.axes) --------------------------------------------------------------------
+
+
+def test_axis_rotations_match_scipy_for_numpy_and_torch():
+    import numpy as np
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from gumalign.geometry.axes import rotation_about_axis
+
+    angles = np.random.default_rng(0).uniform(-np.pi, np.pi, size=(4, 5))
+    for axis in "xyz":
+        expected = Rotation.from_euler(axis, angles.ravel()[:, None]).as_matrix().reshape(4, 5, 3, 3)
+        np.testing.assert_allclose(rotation_about_axis(axis, angles), expected, atol=1e-12)
+        out = rotation_about_axis(axis, torch.as_tensor(angles))
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+        np.testing.assert_allclose(out.numpy(), expected, atol=1e-12)
+    assert rotation_about_axis("z", 0.5).shape == (3, 3)
+
+
+def test_zyz_matrix_is_intrinsic_zyz_and_differentiable():
+    import numpy as np
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from gumalign.geometry.axes import zyz_matrix
+
+    angles = np.random.default_rng(1).uniform(-np.pi, np.pi, size=(6, 3))
+    expected = Rotation.from_euler("ZYZ", angles).as_matrix()
+    np.testing.assert_allclose(zyz_matrix(*angles.T), expected, atol=1e-12)
+    phi, theta, psi = (torch.tensor(a, requires_grad=True) for a in angles.T)
+    out = zyz_matrix(phi, theta, psi)
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-12)
+    out.sum().backward()
+    assert phi.grad is not None and torch.isfinite(phi.grad).all()
+
+
+def test_axis_must_be_named():
+    import pytest
+
+    from gumalign.geometry.axes import rotation_about_axis
+
+    with pytest.raises(ValueError, match="'x', 'y' or 'z'"):
+        rotation_about_axis(2, 0.1)

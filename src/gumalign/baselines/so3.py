@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from gumalign.baselines.sph import wigner_d_halfpi_table
+from gumalign.geometry.axes import zyz_matrix
 
 
 def fft_friendly_size(minimum: int) -> int:
@@ -133,20 +134,6 @@ def rotational_correlation(cross: torch.Tensor, grid_size: int) -> torch.Tensor:
     return torch.fft.irfftn(placed, s=(n, n, n), dim=(-3, -2, -1), norm="forward")
 
 
-def _rz(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    out = np.zeros(angle.shape + (3, 3))
-    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1], out[..., 2, 2] = c, -s, s, c, 1.0
-    return out
-
-
-def _ry(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    out = np.zeros(angle.shape + (3, 3))
-    out[..., 0, 0], out[..., 0, 2], out[..., 2, 0], out[..., 2, 2], out[..., 1, 1] = c, s, -s, c, 1.0
-    return out
-
-
 def grid_rotations(indices: np.ndarray, grid_size: int) -> np.ndarray:
     """Rotation matrices of (possibly fractional) Euler-grid indices (i, j, k).
 
@@ -161,7 +148,7 @@ def grid_rotations(indices: np.ndarray, grid_size: int) -> np.ndarray:
         (..., 3, 3) float64 rotation matrices.
     """
     angles = 2 * np.pi * np.asarray(indices, dtype=np.float64) / grid_size
-    return _rz(angles[..., 0]) @ _ry(angles[..., 1]) @ _rz(angles[..., 2])
+    return zyz_matrix(angles[..., 0], angles[..., 1], angles[..., 2])
 
 
 def local_maxima(score: torch.Tensor, window: int) -> torch.Tensor:

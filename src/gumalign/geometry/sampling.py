@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from gumalign.geometry.axes import zyz_matrix
+
 
 def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     """Uniformly distributed (Haar) random rotations.
@@ -39,19 +41,6 @@ def rotation_grid_near_identity(max_angle_deg: float, step_deg: float) -> np.nda
     return Rotation.from_rotvec(vecs[order]).as_matrix()
 
 
-def _about_axis(axis: int, angles: np.ndarray) -> np.ndarray:
-    """(n, 3, 3) right-handed rotations by ``angles`` (radians) about y (axis 1) or z (axis 2)."""
-    c, s = np.cos(angles), np.sin(angles)
-    one, zero = np.ones_like(angles), np.zeros_like(angles)
-    if axis == 1:
-        rows = [[c, zero, s], [zero, one, zero], [-s, zero, c]]
-    elif axis == 2:
-        rows = [[c, -s, zero], [s, c, zero], [zero, zero, one]]
-    else:
-        raise ValueError(f"axis must be 1 (y) or 2 (z), got {axis}")
-    return np.moveaxis(np.array(rows, dtype=np.float64), (0, 1), (-2, -1))
-
-
 def aitom_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     """Rotations drawn as aitom's sampler draws them: NOT Haar-uniform (see ../shared/REFERENCE.md, rotation priors).
 
@@ -77,7 +66,7 @@ def aitom_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     pole = np.abs(cos_theta) >= 1.0 - 1e-10  # aitom's own guard against an ill-defined φ, ψ split
     theta[pole], phi[pole] = 0.0, 0.0
     psi[pole] = np.arctan2(u[pole, 0, 1], u[pole, 1, 1])
-    matrices = _about_axis(2, phi) @ _about_axis(1, theta) @ _about_axis(2, psi)
+    matrices = zyz_matrix(phi, theta, psi)
     return np.ascontiguousarray(np.swapaxes(matrices, -1, -2))
 
 

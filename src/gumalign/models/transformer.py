@@ -3,8 +3,8 @@
 Output mapping (aitom RigidTransformation3DImputation.py, utils.py): the network's six sigmoid outputs p ∈ (0, 1) give
 ZYZ angles φ, θ, ψ = 2π·p[0:3] - π and a translation (2·p[3:6] - 1) in units of half the box, so ±N/2 voxels.
 
-Convention: R = Rz(φ)·Ry(θ)·Rz(ψ) with right-handed Rz(a) = [[cos a, -sin a, 0], [sin a, cos a, 0], [0, 0, 1]] and
-Ry(a) = [[cos a, 0, sin a], [0, 1, 0], [-sin a, 0, cos a]], acting on (x, y, z) column vectors; the translation is
+Convention: R = Rz(φ)·Ry(θ)·Rz(ψ), right-handed rotations on (x, y, z) column vectors (gumalign.geometry.axes,
+zyz_matrix, where Ry and Rz are written out); the translation is
 t = (t_x, t_y, t_z) voxels. The transform is the forward map u -> R·u + t about the box centre, exactly
 ``gumalign.geometry.transform_volumes(s_a, R, t)``. So the network's R *is* RELION's matrix A of the aligner convention
 (particle ≈ transform_volumes(reference, A, shift), shift = -origin): ``A = R``, ``shift = t``. In RELION's Euler angles
@@ -18,24 +18,8 @@ import math
 
 import torch
 
+from gumalign.geometry.axes import zyz_matrix
 from gumalign.geometry.transform import transform_volumes
-
-
-def _rz(a: torch.Tensor) -> torch.Tensor:
-    c, s = torch.cos(a), torch.sin(a)
-    o, z = torch.ones_like(a), torch.zeros_like(a)
-    return torch.stack([torch.stack([c, -s, z], -1), torch.stack([s, c, z], -1), torch.stack([z, z, o], -1)], -2)
-
-
-def _ry(a: torch.Tensor) -> torch.Tensor:
-    c, s = torch.cos(a), torch.sin(a)
-    o, z = torch.ones_like(a), torch.zeros_like(a)
-    return torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], -2)
-
-
-def zyz_matrix(phi: torch.Tensor, theta: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """R = Rz(φ)·Ry(θ)·Rz(ψ) (right-handed, on (x, y, z) column vectors). Angles in radians, shape (...); out (..., 3, 3)."""
-    return _rz(phi) @ _ry(theta) @ _rz(psi)
 
 
 def rotvec_matrix(vectors: torch.Tensor) -> torch.Tensor:
