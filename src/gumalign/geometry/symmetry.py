@@ -1,0 +1,382 @@
+"""Point-group symmetry in RELION's conventions: operators, symmetry mates, the asymmetric unit, symmetrised maps.
+
+Operators (RELION src/symmetries.cpp, 3dem/relion 5.0.1)
+--------------------------------------------------------
+``SymList::fill_symmetry_class`` turns a group name into generator lines ``rot_axis n x y z`` (table
+:data:`RELION_GENERATORS`): Cn one n-fold about z; Dn an n-fold about z (n > 1) and a 2-fold about x; T a 3-fold
+about z and a 2-fold about (0, 0.816496, 0.577350); O a 3-fold about (1, 1, 1)/√3 and a 4-fold about z; I (= I2) a
+2-fold about z, a 5-fold about (0.525731114, 0, 0.850650807) and a 3-fold about (0, 0.356822076, 0.934172364);
+I1, I3, I4 the other orientations (I5 is not implemented in RELION and is refused here too).
+``SymList::read_sym_file`` stores, for each ``rot_axis n a``, the matrices
+``R_j = rotation3DMatrix(j·360/n, a)ᵀ`` for j = 1..n-1, where ``rotation3DMatrix(θ, a) = alignWithZ(a)ᵀ·Rz(θ)·
+alignWithZ(a)`` (src/transformations.cpp) is the right-handed rotation by θ about a; so R_j is the right-handed
+rotation by -j·360/n about a. ``SymList::compute_subgroup`` then closes the list under products R_i·R_j, scanning
+pairs in ``found_not_tried`` order and appending each product not yet in the list (tolerance 1e-6). The identity is
+not stored; ``SymList::writeDefinition`` (``relion_refine --print_symmetry_ops``) prints it first as R(1) and the
+stored ones as R(2), R(3), ...; HealpixSampling::initialise keeps ``R_repository = [I, R(2), ...]`` likewise.
+
+:func:`point_group` returns exactly that list, identity first, in RELION's order, built with the same algorithm
+from exact axes (RELION's decimals are these axes rounded; tests/test_symmetry.py replays RELION's algorithm on its
+literal decimals and compares matrix by matrix).
+
+How an operator maps onto gumalign's A (particle = A·reference)
+---------------------------------------------------------------
+RELION's matrix A (rlnAngleRot/Tilt/Psi, Euler_angles2matrix) rotates the reference into the particle:
+``particle(x) = reference(Aᵀ·x)`` (gumalign.geometry.transform). A reference with point group G satisfies
+``V(Sᵀ·x) = V(x)`` for every S in G, so ``reference(Aᵀ·x) = reference(Sᵀ·Aᵀ·x) = reference((A·S)ᵀ·x)``: A and A·S
+make the same particle. RELION's ``relion_particle_symmetry_expand`` writes for each stored R the angles of
+``Euler_apply_transf(L = I, R, rot, tilt, psi)`` = ``Euler_matrix2angles(L·A·R)`` = the angles of A·R
+(src/euler.cpp; L is the identity for every rotation group). So RELION's R(k+1) is our ``point_group(name)[k]``,
+and ``matrix_to_euler(symmetry_mates(A, name)[..., k, :, :])`` are the rlnAngleRot/Tilt/Psi RELION's symmetry
+expansion writes for mate k (k = 0 the particle itself).
+
+The asymmetric unit
+-------------------
+:func:`asymmetric_unit_mate` picks, for each A, the mate A·S_k closest to a prior P (the identity by default) in
+the Frobenius norm, i.e. the largest trace(Pᵀ·A·S_k); ties (within 1e-9) go to the lowest k. For P = I this is the
+mate with the smallest rotation angle, and the set of rotations it returns unchanged,
+``{A : trace(A) >= trace(A·S) for all S in G}`` (the Dirichlet cell of the identity), is an asymmetric unit of
+SO(3) under A -> A·S: every orientation has exactly one mate in it (up to its boundary).
+:func:`in_asymmetric_unit` tests membership (boundary included), to cut a search grid down by a factor |G|.
+This is gumalign's choice, not RELION's (RELION restricts projection directions on the sphere and keeps psi);
+both are valid asymmetric units, so only angles modulo the group should be compared between the two programs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from gumalign.errors import GumalignError
+
+VALID_FORMS = "C1, Cn (n >= 1), Dn (n >= 1), T, O, I (= I2) or I1..I4 (case-insensitive, e.g. 'C7', 'd7', 'I')"
+
+# The golden ratio: icosahedral axes are (0, ±1, ±φ) and its cyclic permutations, normalised.
+_PHI = (1.0 + np.sqrt(5.0)) / 2.0
+
+# SymList::fill_symmetry_class (src/symmetries.cpp): the generator lines RELION writes, verbatim (n, (x, y, z)).
+# Dn adds the n-fold about z only for n > 1; Cn and Dn are built in _exact_generators.
+RELION_GENERATORS: dict[str, list[tuple[int, tuple[float, float, float]]]] = {
+    "T": [(3, (0.0, 0.0, 1.0)), (2, (0.0, 0.816496, 0.577350))],
+    "O": [(3, (0.5773502, 0.5773502, 0.5773502)), (4, (0.0, 0.0, 1.0))],
+    "I1": [
+        (2, (1.0, 0.0, 0.0)),
+        (5, (0.85065080702670, 0.0, -0.5257311142635)),
+        (3, (0.9341723640, 0.3568220765, 0.0)),
+    ],
+    "I2": [(2, (0.0, 0.0, 1.0)), (5, (0.525731114, 0.0, 0.850650807)), (3, (0.0, 0.356822076, 0.934172364))],
+    "I3": [
+        (2, (-0.5257311143, 0.0, 0.8506508070)),
+        (5, (0.0, 0.0, 1.0)),
+        (3, (-0.4911234778630044, 0.3568220764705179, 0.7946544753759428)),
+    ],
+    "I4": [
+        (2, (0.5257311143, 0.0, 0.8506508070)),
+        (5, (0.8944271932547096, 0.0, 0.4472135909903704)),
+        (3, (0.4911234778630044, 0.3568220764705179, 0.7946544753759428)),
+    ],
+}
+
+_RELION_EQUAL_ACCURACY = 1e-6  # XMIPP_EQUAL_ACCURACY in double precision (src/macros.h)
+
+
+def _rotation_y(angle_rad: float) -> np.ndarray:
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _exact_generators(canonical: str) -> list[tuple[int, np.ndarray]]:
+    """The generator axes of RELION's table with their exact values (unit vectors)."""
+    kind, order = canonical[0], canonical[1:]
+    z, x = np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0])
+    if kind == "C":
+        return [(int(order), z)]
+    if kind == "D":
+        n = int(order)
+        return ([(n, z)] if n > 1 else []) + [(2, x)]
+    if canonical == "T":
+        return [(3, z), (2, np.array([0.0, np.sqrt(2.0 / 3.0), np.sqrt(1.0 / 3.0)]))]
+    if canonical == "O":
+        return [(3, np.ones(3) / np.sqrt(3.0)), (4, z)]
+    five_norm = np.sqrt(1.0 + _PHI**2)
+    i2 = [
+        (2, z),
+        (5, np.array([1.0, 0.0, _PHI]) / five_norm),
+        (3, np.array([0.0, 1.0 / _PHI, _PHI]) / np.sqrt(3.0)),
+    ]
+    if canonical == "I2":
+        return i2
+    if canonical == "I1":
+        return [
+            (2, x),
+            (5, np.array([_PHI, 0.0, -1.0]) / five_norm),
+            (3, np.array([_PHI, 1.0 / _PHI, 0.0]) / np.sqrt(3.0)),
+        ]
+    # I3 and I4 are I2 turned about y by ∓atan(1/φ) (the angle between I2's 2-fold on z and its 5-fold in xz):
+    # I3 brings the 5-fold (1, 0, φ) onto z, I4 brings (-1, 0, φ) onto z.
+    angle = np.arctan2(1.0, _PHI)
+    turn = _rotation_y(-angle if canonical == "I3" else angle)
+    return [(n, turn @ a) for n, a in i2]
+
+
+def parse_group(name: str) -> str:
+    """Canonical group name: 'C<n>', 'D<n>', 'T', 'O' or 'I1'..'I4' ('I' -> 'I2', RELION's default).
+
+    Raises:
+        GumalignError: anything else, with one line listing the valid forms.
+    """
+    text = str(name).strip().upper()
+    match = re.fullmatch(r"([CD])(\d+)", text)
+    if match and int(match.group(2)) >= 1:
+        return f"{match.group(1)}{int(match.group(2))}"
+    if text in ("T", "O"):
+        return text
+    if text == "I":
+        return "I2"
+    if text in ("I1", "I2", "I3", "I4"):
+        return text
+    raise GumalignError(f"unknown symmetry {name!r}: use {VALID_FORMS}")
+
+
+def rotation_about(axis: np.ndarray, angle_rad) -> np.ndarray:
+    """Right-handed rotation(s) by ``angle_rad`` about ``axis`` (Rodrigues); an array of angles gives (..., 3, 3).
+
+    Equals RELION's ``rotation3DMatrix(angle, axis)`` (src/transformations.cpp) for the angle in degrees.
+    """
+    axis = np.asarray(axis, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    angle = np.asarray(angle_rad, dtype=np.float64)[..., None, None]
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def relion_closure(generators: list[np.ndarray], accuracy: float = _RELION_EQUAL_ACCURACY) -> list[np.ndarray]:
+    """RELION's SymList::compute_subgroup: close a list of 3×3 matrices under products, in RELION's order.
+
+    Pairs (i, j) are tried in found_not_tried's order (for n = 0, 1, ...: (0, n), (1, n), ..., (n, n), then
+    (n, n-1), ..., (n, 0)), restarting the scan after every product; R_i·R_j is appended when it is not the identity
+    and not within ``accuracy`` (entrywise) of a listed matrix. The identity itself is not in the list.
+    """
+    mats = [np.array(g, dtype=np.float64) for g in generators]
+    tried = np.zeros((len(mats), len(mats)), dtype=bool)
+
+    def next_untried():
+        size = tried.shape[0]
+        i = j = n = 0
+        while n != size:
+            if not tried[i, j]:
+                return i, j
+            if i != n:
+                i += 1
+            else:
+                j -= 1
+                if j == -1:
+                    n += 1
+                    j, i = n, 0
+        return None
+
+    eye = np.eye(3)
+    while (pair := next_untried()) is not None:
+        i, j = pair
+        tried[i, j] = True
+        product = mats[i] @ mats[j]
+        if np.all(np.abs(product - eye) <= accuracy):
+            continue
+        if any(np.all(np.abs(product - m) <= accuracy) for m in mats):
+            continue
+        product[np.abs(product) < accuracy] = 0.0  # setSmallValuesToZero
+        mats.append(product)
+        grown = np.zeros((len(mats), len(mats)), dtype=bool)
+        grown[:-1, :-1] = tried
+        tried = grown
+        if len(mats) > 1000:  # no finite point group in this module is that large
+            raise RuntimeError("symmetry closure does not terminate: the generators do not form a point group")
+    return mats
+
+
+def _generator_matrices(generators) -> list[np.ndarray]:
+    """read_sym_file: for each rot_axis (n, a), R_j = rotation3DMatrix(j·360/n, a)ᵀ (j = 1..n-1), small values 0."""
+    out = []
+    for fold, axis in generators:
+        for j in range(1, fold):
+            r = rotation_about(axis, 2.0 * np.pi * j / fold).T
+            r[np.abs(r) < _RELION_EQUAL_ACCURACY] = 0.0
+            out.append(r)
+    return out
+
+
+_CACHE: dict[str, np.ndarray] = {}
+
+
+def point_group(name: str) -> np.ndarray:
+    """RELION's rotation operators of a point group, identity first, in RELION's order.
+
+    Args:
+        name: 'C1', 'Cn', 'Dn', 'T', 'O', 'I' (= 'I2', RELION's default orientation) or 'I1'..'I4';
+            case-insensitive.
+
+    Returns:
+        (K, 3, 3) float64 rotation matrices acting on (x, y, z) column vectors, K = 1, n, 2n, 12, 24 or 60;
+        element k equals RELION's R(k+1) of ``relion_refine --print_symmetry_ops`` (to ~1e-6, RELION's rounding of
+        its axes). A reference with this symmetry makes the same particle at A and A·S_k.
+
+    Raises:
+        GumalignError: an unknown name.
+    """
+    canonical = parse_group(name)
+    if canonical not in _CACHE:
+        mats = relion_closure(_generator_matrices(_exact_generators(canonical)))
+        ops = np.concatenate([np.eye(3)[None], np.array(mats).reshape(-1, 3, 3)])
+        # Clean the products' rounding: re-orthonormalise each operator (polar factor) so R·Rᵀ = I to 1e-15.
+        u, _, vt = np.linalg.svd(ops)
+        ops = u @ vt
+        ops[np.abs(ops) < 1e-15] = 0.0
+        ops.setflags(write=False)
+        _CACHE[canonical] = ops
+    return _CACHE[canonical].copy()
+
+
+def group_order(name: str) -> int:
+    """Number of operators K of a group (1, n, 2n, 12, 24, 60)."""
+    canonical = parse_group(name)
+    if canonical[0] == "C":
+        return int(canonical[1:])
+    if canonical[0] == "D":
+        return 2 * int(canonical[1:])
+    return {"T": 12, "O": 24}.get(canonical, 60)
+
+
+def operators(group_or_ops) -> np.ndarray:
+    """(K, 3, 3) float64 operators from a group name or an array of operators (validated: rotations, identity first).
+
+    Raises:
+        GumalignError: an unknown name.
+        ValueError: an array that is not (K, 3, 3) rotations with the identity first.
+    """
+    if isinstance(group_or_ops, str):
+        return point_group(group_or_ops)
+    ops = np.asarray(group_or_ops, dtype=np.float64)
+    if ops.ndim == 2:
+        ops = ops[None]
+    if ops.ndim != 3 or ops.shape[1:] != (3, 3) or len(ops) == 0:
+        raise ValueError(f"symmetry operators must be (K, 3, 3), got shape {ops.shape}")
+    if not np.allclose(ops[0], np.eye(3), atol=1e-6):
+        raise ValueError("the first symmetry operator must be the identity")
+    if not np.allclose(ops @ np.swapaxes(ops, -1, -2), np.eye(3), atol=1e-5) or np.any(np.linalg.det(ops) < 0):
+        raise ValueError("symmetry operators must be proper rotations")
+    return ops
+
+
+def symmetry_mates(rotations: np.ndarray, group) -> np.ndarray:
+    """The equivalent orientations A·S_k of each rotation (k = 0 is A itself).
+
+    Args:
+        rotations: (..., 3, 3) RELION matrices A.
+        group: a group name (see :func:`point_group`) or (K, 3, 3) operators.
+
+    Returns:
+        (..., K, 3, 3) float64; ``matrix_to_euler`` of mate k gives the angles RELION's symmetry expansion writes.
+    """
+    a = np.asarray(rotations, dtype=np.float64)
+    if a.shape[-2:] != (3, 3):
+        raise ValueError(f"rotation matrices must end in (3, 3), got shape {a.shape}")
+    ops = operators(group)
+    return np.einsum("...ij,kjl->...kil", a, ops)
+
+
+def _best_mate_index(rotations: np.ndarray, ops: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """(...) index k of the mate A·S_k with the largest trace(Pᵀ·A·S_k); ties within 1e-9 go to the lowest k."""
+    a = np.asarray(rotations, dtype=np.float64)
+    p = np.eye(3) if prior is None else np.asarray(prior, dtype=np.float64)
+    # trace(Pᵀ A S) = Σ_ij (P)_ij (A S)_ij
+    scores = np.einsum("...ij,...kij->...k", p, np.einsum("...ij,kjl->...kil", a, ops))
+    best = scores.max(axis=-1, keepdims=True)
+    return np.argmax(scores >= best - 1e-9, axis=-1)
+
+
+def asymmetric_unit_mate(rotations: np.ndarray, group, prior: np.ndarray | None = None) -> np.ndarray:
+    """The one mate of each A that lies in gumalign's asymmetric unit: the A·S_k closest to ``prior``.
+
+    Deterministic: the mate maximising trace(Pᵀ·A·S_k) (= the smallest ||A·S_k - P||_F), ties to the lowest k.
+    With ``prior=None`` (P = I) it is the mate with the smallest rotation angle from the identity.
+
+    Args:
+        rotations: (..., 3, 3) matrices A.
+        group: a group name or (K, 3, 3) operators.
+        prior: optional (..., 3, 3) rotations (broadcast against ``rotations``), e.g. a previous answer, to keep
+            answers continuous with; None for the identity.
+
+    Returns:
+        (..., 3, 3) float64 (exactly A for C1).
+    """
+    a = np.asarray(rotations, dtype=np.float64)
+    ops = operators(group)
+    index = _best_mate_index(a, ops, prior)
+    return a @ ops[index]
+
+
+def asymmetric_unit_index(rotations: np.ndarray, group, prior: np.ndarray | None = None) -> np.ndarray:
+    """(...) int index k of the operator that :func:`asymmetric_unit_mate` applies (A·S_k)."""
+    return _best_mate_index(np.asarray(rotations, dtype=np.float64), operators(group), prior)
+
+
+def in_asymmetric_unit(rotations: np.ndarray, group, tolerance: float = 1e-9) -> np.ndarray:
+    """(...) bool: A is its own asymmetric-unit mate, trace(A) >= trace(A·S_k) - tolerance for every k.
+
+    Boundary rotations (ties) are kept, so filtering a grid covering SO(3) keeps a grid covering the asymmetric unit
+    (about 1/K of the points; every rotation is within the grid's spacing of a kept point's mate).
+    """
+    a = np.asarray(rotations, dtype=np.float64)
+    ops = operators(group)
+    traces = np.einsum("...ij,kji->...k", a, ops)  # trace(A·S_k)
+    return traces[..., 0] >= traces.max(axis=-1) - tolerance
+
+
+def symmetrise(volumes, group, *, reduce: str = "mean", batch: int = 24):
+    """Average (or sum) of a map's copies rotated by every operator of the group, about the box centre N // 2.
+
+    ``out = (1/K)·Σ_k transform_volumes(v, S_k)`` with trilinear interpolation (zeros outside the box): the result
+    equals its own images under every S in the group up to interpolation error (the set {S·S_k} is the group again).
+    RELION's symmetriseMap (src/symmetries.cpp) does the same in real space (it applies the inverses; same set).
+
+    The same call symmetrises centred-layout Fourier weights (fftshift layout, zero frequency at N // 2): a rotation
+    of a volume about the box centre rotates its transform about the zero frequency by the same matrix; use
+    ``reduce="sum"`` for weights that are summed as RELION's backprojector does (Σ data / Σ weights stays a mean).
+
+    Args:
+        volumes: (N, N, N) or (B, N, N, N) float tensor or array, [z, y, x].
+        group: a group name or (K, 3, 3) operators.
+        reduce: "mean" (symmetrised map) or "sum".
+        batch: how many rotated copies to make at once (memory: batch × B × N³ floats).
+
+    Returns:
+        Same shape, a torch tensor on the input's device (float32 for numpy input).
+    """
+    import torch
+
+    from gumalign.geometry.transform import transform_volumes
+
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    ops = operators(group)
+    v = volumes if isinstance(volumes, torch.Tensor) else torch.as_tensor(np.asarray(volumes, dtype=np.float32))
+    single = v.ndim == 3
+    v4 = v[None] if single else v
+    if v4.ndim != 4:
+        raise ValueError(f"volumes must be (N, N, N) or (B, N, N, N), got shape {tuple(v.shape)}")
+    b = v4.shape[0]
+    out = v4.clone()  # S_0 = I: no resampling of the original
+    rest = torch.as_tensor(ops[1:], dtype=v4.dtype, device=v4.device)
+    step = max(1, int(batch))
+    for start in range(0, len(rest), step):
+        chunk = rest[start : start + step]
+        k = len(chunk)
+        rotated = transform_volumes(
+            v4[None].expand(k, *v4.shape).reshape(k * b, *v4.shape[1:]),
+            chunk[:, None].expand(k, b, 3, 3).reshape(k * b, 3, 3),
+        )
+        out += rotated.reshape(k, *v4.shape).sum(dim=0)
+    if reduce == "mean":
+        out = out / len(ops)
+    return out[0] if single else out
