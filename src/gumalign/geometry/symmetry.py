@@ -49,6 +49,7 @@ import re
 import numpy as np
 
 from gumalign.errors import GumalignError
+from gumalign.geometry.axes import rotation_about_axis
 
 VALID_FORMS = "C1, Cn (n >= 1), Dn (n >= 1), T, O, I (= I2) or I1..I4 (case-insensitive, e.g. 'C7', 'd7', 'I')"
 
@@ -81,11 +82,6 @@ RELION_GENERATORS: dict[str, list[tuple[int, tuple[float, float, float]]]] = {
 _RELION_EQUAL_ACCURACY = 1e-6  # XMIPP_EQUAL_ACCURACY in double precision (src/macros.h)
 
 
-def _rotation_y(angle_rad: float) -> np.ndarray:
-    c, s = np.cos(angle_rad), np.sin(angle_rad)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
 def _exact_generators(canonical: str) -> list[tuple[int, np.ndarray]]:
     """The generator axes of RELION's table with their exact values (unit vectors)."""
     kind, order = canonical[0], canonical[1:]
@@ -116,7 +112,7 @@ def _exact_generators(canonical: str) -> list[tuple[int, np.ndarray]]:
     # I3 and I4 are I2 turned about y by ∓atan(1/φ) (the angle between I2's 2-fold on z and its 5-fold in xz):
     # I3 brings the 5-fold (1, 0, φ) onto z, I4 brings (-1, 0, φ) onto z.
     angle = np.arctan2(1.0, _PHI)
-    turn = _rotation_y(-angle if canonical == "I3" else angle)
+    turn = rotation_about_axis("y", -angle if canonical == "I3" else angle)
     return [(n, turn @ a) for n, a in i2]
 
 

@@ -16,20 +16,12 @@ import re
 import numpy as np
 
 from gumalign.errors import GumalignError
+from gumalign.geometry.symmetry import rotation_about  # the one Rodrigues; bench/_common.py imports it from here
 
 # Point groups of the built-in templates that have one (bench/_common.py: DECLARED_SYMMETRY; the deposited models of
 # 3J9I, the D7 20S proteasome, and of 1BXN, the C4 half of an L8S8 Rubisco). The other built-ins are C1 as built.
 DECLARED_SYMMETRY = {"proteasome": "D7", "rubisco": "C4"}
 MIN_SELF_CORRELATION = 0.9
-
-
-def rotation_about(axis: np.ndarray, angle_rad) -> np.ndarray:
-    """Right-handed rotation(s) about a unit ``axis`` (Rodrigues); an array of angles gives (..., 3, 3)."""
-    axis = np.asarray(axis, dtype=np.float64)
-    axis = axis / np.linalg.norm(axis)
-    angle = np.asarray(angle_rad, dtype=np.float64)[..., None, None]
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
 def self_correlations(density: np.ndarray, rotations: np.ndarray) -> np.ndarray:
