@@ -38,6 +38,7 @@ from gumalign.geometry.symmetry import (
     operators,
     parse_group,
     point_group,
+    relion_frame,
     symmetrise,
     symmetry_mates,
 )
@@ -110,26 +111,15 @@ def relion_symlist(name: str) -> list[np.ndarray]:
             r[np.abs(r) < 1e-6] = 0.0
             mats.append(r.T)
             rot_ang += ang_incr
-    # compute_subgroup with found_not_tried's scan; `tried` grows with the list, old entries kept.
+    # compute_subgroup: after each product, the first untried pair in found_not_tried's scan order (restarted from
+    # (0, 0) every time, as RELION does); `tried` grows with the list, old entries kept (Matrix2D::resize).
     tried = np.zeros((len(mats), len(mats)), dtype=int)
     while True:
-        i = j = n = 0
-        found_pair = None
-        while n != tried.shape[0]:
-            if tried[i, j] == 0:
-                found_pair = (i, j)
-                break
-            if i != n:
-                i += 1
-            else:
-                j -= 1
-                if j == -1:
-                    n += 1
-                    j = n
-                    i = 0
-        if found_pair is None:
+        order = found_not_tried_order(tried.shape[0])
+        untried = np.flatnonzero(tried[order[:, 0], order[:, 1]] == 0)
+        if len(untried) == 0:
             return mats
-        i, j = found_pair
+        i, j = order[untried[0]]
         tried[i, j] = 1
         new = mats[i] @ mats[j]
         if np.all(np.abs(new - np.eye(3)) <= 1e-6):
@@ -140,6 +130,28 @@ def relion_symlist(name: str) -> list[np.ndarray]:
         mats.append(new)
         tried = np.pad(tried, ((0, 1), (0, 1)))
         assert len(mats) < 200
+
+
+_SCAN_ORDERS = {}
+
+
+def found_not_tried_order(size):
+    """(size², 2) the (i, j) visited by found_not_tried's loop for a `tried` matrix of this size, in order."""
+    if size not in _SCAN_ORDERS:
+        visits = []
+        i = j = n = 0
+        while n != size:
+            visits.append((i, j))
+            if i != n:
+                i += 1
+            else:
+                j -= 1
+                if j == -1:
+                    n += 1
+                    j = n
+                    i = 0
+        _SCAN_ORDERS[size] = np.array(visits, dtype=int).reshape(-1, 2)
+    return _SCAN_ORDERS[size]
 
 
 ALL_GROUPS = ["C1", "C2", "C3", "C4", "C7", "C12", "D1", "D2", "D3", "D7", "D12", "T", "O", "I1", "I2", "I3", "I4"]
@@ -509,3 +521,45 @@ def test_d7_particle_at_a_symmetry_mate_scores_as_the_truth():
     # And all mates have one answer in the asymmetric unit.
     canon = asymmetric_unit_mate(truth, "D7")
     np.testing.assert_allclose(asymmetric_unit_mate(mates, "D7"), np.broadcast_to(canon, mates.shape), atol=1e-12)
+
+
+# --- templates with their own axes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["C1", "C2", "C7", "D1", "D2", "D7", "T", "O", "I1", "I2", "I3", "I4"])
+def test_relion_frame_undoes_any_turn_of_the_operators(name):
+    ops = point_group(name)
+    turn = Rotation.random(random_state=13).as_matrix()
+    turned = turn.T @ ops @ turn  # a map turned by turnᵀ has these operators
+    turned[0] = np.eye(3)
+    q = relion_frame(turned, name)
+    np.testing.assert_allclose(q @ q.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(q) == pytest.approx(1.0)
+    assert set_distance(q @ turned @ q.T, ops) < 1e-9
+    np.testing.assert_array_equal(relion_frame(ops, name), np.eye(3))  # already there: the identity
+
+
+def test_relion_frame_of_scipys_groups_and_refusals():
+    for name, scipy_name in (("T", "T"), ("I", "I")):
+        theirs = Rotation.create_group(scipy_name).as_matrix()
+        theirs = np.concatenate([np.eye(3)[None], [m for m in theirs if not np.allclose(m, np.eye(3))]])
+        q = relion_frame(theirs, name)
+        assert set_distance(q @ theirs @ q.T, point_group(name)) < 1e-9
+    with pytest.raises(GumalignError):
+        relion_frame(point_group("D7"), "C14")  # same order, different group
+    with pytest.raises(GumalignError):
+        relion_frame(point_group("D6"), "D7")
+
+
+def test_builtin_proteasome_turned_into_relions_d7_frame():
+    """The built-in proteasome (3J9I, D7) has its 7-fold axis in the xy plane, not on z: the axes found by
+    gumalign.train.symmetry give the rotation Q that puts it in RELION's frame, where point_group('D7') holds."""
+    from gumalign.train.data import load_templates
+    from gumalign.train.symmetry import self_correlations, symmetry_operators
+
+    density = next(iter(load_templates(["builtin:proteasome"], 32, 12.0).values()))
+    found = symmetry_operators(density, "D7")
+    assert self_correlations(density, point_group("D7")).min() < 0.8  # RELION's axes are not the template's
+    q = relion_frame(found, "D7")
+    turned = transform_volumes(torch.from_numpy(density), q)[0].numpy()
+    assert self_correlations(turned, point_group("D7")).min() > 0.95

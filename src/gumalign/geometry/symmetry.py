@@ -151,43 +151,34 @@ def relion_closure(generators: list[np.ndarray], accuracy: float = _RELION_EQUAL
     """RELION's SymList::compute_subgroup: close a list of 3×3 matrices under products, in RELION's order.
 
     Pairs (i, j) are tried in found_not_tried's order (for n = 0, 1, ...: (0, n), (1, n), ..., (n, n), then
-    (n, n-1), ..., (n, 0)), restarting the scan after every product; R_i·R_j is appended when it is not the identity
-    and not within ``accuracy`` (entrywise) of a listed matrix. The identity itself is not in the list.
+    (n, n-1), ..., (n, 0)); R_i·R_j is appended when it is not the identity and not within ``accuracy``
+    (entrywise) of a listed matrix. The identity itself is not in the list. RELION restarts the scan from (0, 0)
+    after every product; since every pair before the one returned has been tried and a new matrix only adds pairs
+    with n = its index (after all existing ones in that order), one pass over the growing list visits the same
+    pairs in the same order.
     """
     mats = [np.array(g, dtype=np.float64) for g in generators]
-    tried = np.zeros((len(mats), len(mats)), dtype=bool)
-
-    def next_untried():
-        size = tried.shape[0]
-        i = j = n = 0
-        while n != size:
-            if not tried[i, j]:
-                return i, j
-            if i != n:
-                i += 1
-            else:
-                j -= 1
-                if j == -1:
-                    n += 1
-                    j, i = n, 0
-        return None
-
     eye = np.eye(3)
-    while (pair := next_untried()) is not None:
-        i, j = pair
-        tried[i, j] = True
+
+    def consider(i: int, j: int) -> None:
         product = mats[i] @ mats[j]
         if np.all(np.abs(product - eye) <= accuracy):
-            continue
-        if any(np.all(np.abs(product - m) <= accuracy) for m in mats):
-            continue
+            return
+        stack = np.array(mats)
+        if np.any(np.all(np.abs(stack - product) <= accuracy, axis=(1, 2))):
+            return
         product[np.abs(product) < accuracy] = 0.0  # setSmallValuesToZero
         mats.append(product)
-        grown = np.zeros((len(mats), len(mats)), dtype=bool)
-        grown[:-1, :-1] = tried
-        tried = grown
         if len(mats) > 1000:  # no finite point group in this module is that large
             raise RuntimeError("symmetry closure does not terminate: the generators do not form a point group")
+
+    n = 0
+    while n < len(mats):
+        for i in range(n + 1):
+            consider(i, n)
+        for j in range(n - 1, -1, -1):
+            consider(n, j)
+        n += 1
     return mats
 
 
@@ -327,6 +318,88 @@ def in_asymmetric_unit(rotations: np.ndarray, group, tolerance: float = 1e-9) ->
     ops = operators(group)
     traces = np.einsum("...ij,kji->...k", a, ops)  # trace(A·S_k)
     return traces[..., 0] >= traces.max(axis=-1) - tolerance
+
+
+def _axes_by_order(ops: np.ndarray) -> dict[int, np.ndarray]:
+    """{order: (m, 3) unit axes} of the operators other than the identity, one per axis (sign made canonical)."""
+    out: dict[int, list[np.ndarray]] = {}
+    for r in ops:
+        # Axis and angle of a rotation: the angle from the trace, the axis from the antisymmetric part (or, near
+        # 180°, from the symmetric part R + I, whose columns are multiples of the axis).
+        cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+        angle = np.arccos(cos)
+        if angle < 1e-6:
+            continue
+        if angle < np.pi - 1e-3:
+            axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+        else:
+            sym = r + np.eye(3)
+            axis = sym[:, int(np.argmax(np.linalg.norm(sym, axis=0)))]
+        axis = axis / np.linalg.norm(axis)
+        axis = axis if axis[int(np.argmax(np.abs(axis)))] > 0 else -axis
+        order = int(round(2.0 * np.pi / angle))
+        listed = out.setdefault(order, [])
+        if not any(abs(abs(axis @ a) - 1.0) < 1e-6 for a in listed):
+            listed.append(axis)
+    # An n-fold axis also carries rotations of order n/d: keep each axis under its highest order only.
+    orders = sorted(out, reverse=True)
+    for i, high in enumerate(orders):
+        for low in orders[i + 1 :]:
+            out[low] = [a for a in out[low] if not any(abs(abs(a @ b) - 1.0) < 1e-6 for b in out[high])]
+    return {order: np.array(axes) for order, axes in out.items() if axes}
+
+
+def _set_distance(a: np.ndarray, b: np.ndarray) -> float:
+    d = np.abs(a.reshape(-1, 1, 9) - b.reshape(1, -1, 9)).max(-1)
+    return float(max(d.min(1).max(), d.min(0).max()))
+
+
+def relion_frame(ops: np.ndarray, group: str, tolerance: float = 1e-5) -> np.ndarray:
+    """The rotation Q that brings a map with operators ``ops`` into RELION's orientation of ``group``.
+
+    For a template whose symmetry was found along its own axes (e.g. gumalign.train.symmetry.symmetry_operators on
+    the built-in proteasome, whose 7-fold is not on z), ``{Q·g·Qᵀ : g in ops} = point_group(group)``, so
+    ``transform_volumes(template, Q)`` has RELION's operators (``--sym group`` then means what RELION means), and a
+    pose A of the original template is the pose A·Qᵀ of the turned one. Q is not unique (any element of the group
+    times Q works); the first one found is returned, deterministically.
+
+    Raises:
+        GumalignError: ``ops`` is not that group (different orders or no rotation makes the sets agree).
+    """
+    target = point_group(group)
+    ops = operators(ops)
+    if len(ops) != len(target):
+        raise GumalignError(f"the operators form a group of order {len(ops)}, not {parse_group(group)} ({len(target)})")
+    if len(target) == 1 or _set_distance(ops, target) < tolerance:
+        return np.eye(3)  # already in RELION's orientation
+    want, have = _axes_by_order(target), _axes_by_order(ops)
+    if sorted((k, len(v)) for k, v in want.items()) != sorted((k, len(v)) for k, v in have.items()):
+        raise GumalignError(f"the operators do not form {parse_group(group)}: their rotation axes differ")
+    top = max(want)
+    b1 = want[top][0]
+    others = [(k, a) for k in sorted(want, reverse=True) for a in want[k] if abs(abs(a @ b1) - 1.0) > 1e-6]
+    if others:
+        order2, b2 = others[0]
+    else:  # Cn: a single axis; any perpendicular direction will do
+        order2, b2 = None, np.eye(3)[int(np.argmin(np.abs(b1)))]
+
+    def frame(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        w = np.cross(u, v)
+        w /= np.linalg.norm(w)
+        return np.stack([u, w, np.cross(u, w)], axis=1)
+
+    frame_b = frame(b1, b2)
+    candidates_2 = [b2] if order2 is None else list(have[order2]) + [-a for a in have[order2]]
+    for a1 in list(have[top]) + [-a for a in have[top]]:
+        for a2 in candidates_2:
+            if order2 is None:
+                a2 = np.eye(3)[int(np.argmin(np.abs(a1)))]
+            elif abs(a1 @ a2 - b1 @ b2) > 1e-6:
+                continue
+            q = frame_b @ frame(a1, a2).T
+            if _set_distance(q @ ops @ q.T, target) < tolerance:
+                return q
+    raise GumalignError(f"the operators do not form {parse_group(group)}: no rotation maps them onto RELION's")
 
 
 def symmetrise(volumes, group, *, reduce: str = "mean", batch: int = 24):
