@@ -132,3 +132,104 @@ def test_axis_must_be_named():
 
     with pytest.raises(ValueError, match="'x', 'y' or 'z'"):
         rotation_about_axis(2, 0.1)
+
+
+# --- Fourier layouts and weight rotation (gumalign.fourier.layout) ----------------------------------------------------
+
+
+def test_centred_to_rfft_is_ifftshift_then_the_non_negative_x_half_for_torch_and_numpy():
+    import numpy as np
+    import torch
+
+    from gumalign.fourier import frequency_grid
+    from gumalign.fourier.layout import centred_to_rfft
+
+    rng = np.random.default_rng(2)
+    for n in (8, 9):
+        cube = rng.random((2, n, n, n))
+        expected = np.fft.ifftshift(cube, axes=(-3, -2, -1))[..., : n // 2 + 1]
+        np.testing.assert_array_equal(centred_to_rfft(cube), expected)
+        out = centred_to_rfft(torch.as_tensor(cube))
+        assert isinstance(out, torch.Tensor)
+        np.testing.assert_array_equal(out.numpy(), expected)
+        # Independent of ifftshift: each centred frequency lands where the rfft grid has the same frequency (mod N:
+        # for even N the rfft half's Nyquist column +N/2 is the centred cube's -N/2).
+        for centred, rfft in zip(frequency_grid((n,) * 3, "centred"), frequency_grid((n,) * 3, "rfft")):
+            moved = centred_to_rfft(np.broadcast_to(centred, (n, n, n)).astype(float))
+            np.testing.assert_array_equal(np.mod(moved, n), np.mod(np.broadcast_to(rfft, moved.shape), n))
+
+
+def _scipy_rotate_centred(values, rotation):
+    """out(k) = values(Rᵀk) about index N // 2, trilinear, edges replicated: scipy.ndimage's reading of the rule."""
+    import numpy as np
+    from scipy.ndimage import affine_transform
+
+    n = values.shape[-1]
+    centre = np.full(3, n // 2, dtype=np.float64)
+    # R acts on (x, y, z); array indices are (z, y, x), so reverse both axes of Rᵀ.
+    matrix = rotation.T[::-1, ::-1]
+    return affine_transform(values, matrix, offset=centre - matrix @ centre, order=1, mode="nearest")
+
+
+def test_rotate_weights_matches_scipy_with_replicated_edges():
+    import numpy as np
+    import torch
+
+    from gumalign.fourier import wedge_mask
+    from gumalign.fourier.layout import rotate_centred, rotate_weights
+    from gumalign.geometry import random_rotations
+
+    rng = np.random.default_rng(3)
+    n = 16
+    wedge = wedge_mask((n, n, n), (-50, 60), "centred").astype(np.float64)
+    signed = rng.standard_normal((n, n, n))
+    rotations = random_rotations(3, rng)
+    got = rotate_weights(torch.as_tensor(wedge)[None], torch.as_tensor(rotations)).numpy()
+    got_signed = rotate_centred(torch.as_tensor(signed)[None], torch.as_tensor(rotations)).numpy()
+    for i, rotation in enumerate(rotations):
+        np.testing.assert_allclose(got[i], np.clip(_scipy_rotate_centred(wedge, rotation), 0, 1), atol=1e-9)
+        np.testing.assert_allclose(got_signed[i], _scipy_rotate_centred(signed, rotation), atol=1e-9)
+
+
+def test_full_observation_stays_full_at_every_rotation_which_zero_fill_would_not_keep():
+    """Why the edge is replicated: the corners beyond the Nyquist sphere have no source inside the cube at most
+    rotations; replicating keeps an all-ones weight all ones there (what the score's and the imputation's all-ones
+    shortcuts assume), while zero fill marks a rotation-dependent share of the cube unobserved."""
+    import numpy as np
+    import torch
+
+    from gumalign.fourier.layout import rotate_weights
+    from gumalign.geometry import random_rotations, transform_volumes
+    from gumalign.geometry.axes import rotation_about_axis
+
+    n = 16
+    ones = torch.ones(1, n, n, n, dtype=torch.float64)
+    rotations = torch.as_tensor(np.concatenate([random_rotations(4, np.random.default_rng(4)),
+                                                rotation_about_axis("z", np.radians([0.0, 45.0]))]))
+    np.testing.assert_allclose(rotate_weights(ones, rotations).numpy(), 1.0, atol=1e-12)
+    zero_filled = transform_volumes(ones, rotations).clamp(0, 1).numpy()  # the rule the averages and scores had
+    lost = 1.0 - zero_filled.reshape(len(rotations), -1).mean(axis=1)
+    assert lost[-2] == 0.0 and lost[-1] > 0.1 and np.all(lost[:-2] > 0.1)  # none at 0°, a sixth at 45° about z
+    kz, ky, kx = np.indices((n, n, n)) - n // 2
+    inside = np.sqrt(kx**2 + ky**2 + kz**2) <= n / 2 - 1
+    np.testing.assert_allclose(zero_filled[:, inside], 1.0, atol=1e-12)  # the two rules differ only in the corners
+
+
+def test_compensated_average_of_fully_observed_particles_is_the_plain_mean():
+    """The same rule seen from the averages: with every particle fully observed, wedge compensation has nothing to
+    fill, so the compensated map (λ = 0) equals the plain mean, corners included."""
+    import numpy as np
+
+    from gumalign.average.compensated import average_particles
+    from gumalign.geometry import random_rotations
+
+    rng = np.random.default_rng(5)
+    n, count = 16, 6
+    particles = rng.standard_normal((count, n, n, n)).astype(np.float32)
+    a = random_rotations(count, rng)
+    origins = rng.uniform(-1.5, 1.5, (count, 3))
+    ones = np.ones((n, n, n), dtype=np.float32)
+    compensated = average_particles(particles, a, origins, weights=ones, regularisation=0.0)
+    plain = average_particles(particles, a, origins, weights=ones, compensate=False)
+    np.testing.assert_allclose(compensated.full, plain.full, atol=1e-4 * np.abs(plain.full).max())
+

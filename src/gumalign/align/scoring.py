@@ -7,7 +7,7 @@ every integer shift t comes from one inverse FFT: ``cc(t) = Σ_k Ω·P(k)·conj(
 
 Weights are centred-layout observed-region weights; a rotation of a volume about the box centre rotates its Fourier
 transform about the zero frequency by the same matrix, so the reference weight is rotated with the same transform
-(without the shift: amplitude masks are shift-invariant).
+(without the shift: amplitude masks are shift-invariant), by gumalign.fourier.layout.rotate_weights.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gumalign.fourier.layout import centred_to_rfft, rotate_weights
 from gumalign.geometry.transform import transform_volumes
 
 
@@ -54,9 +55,8 @@ def _overlap_rfft(
         # A fully observed reference (e.g. an average) stays fully observed under rotation: skip the resampling.
         rotated = reference_weights
     else:
-        rotated = transform_volumes(reference_weights, rotations).clamp(0.0, 1.0)
-    omega = rotated * _batched(particle_weights)
-    omega = torch.fft.ifftshift(omega, dim=(-3, -2, -1))[..., : omega.shape[-1] // 2 + 1]
+        rotated = rotate_weights(reference_weights, rotations)
+    omega = centred_to_rfft(rotated * _batched(particle_weights))
     d, h, w = omega.shape[-3:]
     kz = torch.fft.fftfreq(d, device=omega.device)[:, None, None] * d
     ky = torch.fft.fftfreq(h, device=omega.device)[None, :, None] * h

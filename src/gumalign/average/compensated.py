@@ -5,7 +5,7 @@ from the reference with matrix A and origin o (pixels) is ``transform_volumes(re
 ``transform_volumes(particle, Aᵀ, Aᵀ·o)`` is the particle in the reference frame. Its observed-region weight w (centred
 layout) is rotated by the same Aᵀ about the zero frequency, without the shift (a shift changes phases, not which
 frequencies were observed): a rotation of a volume about the box centre rotates its Fourier transform by the same
-matrix.
+matrix (gumalign.fourier.layout.rotate_weights, whose boundary rule keeps a fully observed particle fully observed).
 
 In Fourier space the average is a regularised least-squares (Wiener) estimate:
 
@@ -48,7 +48,7 @@ import torch
 from gumalign.average.stack import ArrayStack, ParticleStack, iter_batches
 from gumalign.errors import GumalignError
 from gumalign.fourier.grids import shell_index
-from gumalign.fourier.wedge import rfft_to_centred
+from gumalign.fourier.layout import centred_to_rfft, rfft_to_centred, rotate_centred, rotate_weights
 from gumalign.geometry.transform import transform_volumes
 from gumalign.metrics.fsc import fsc
 from gumalign.progress import Advance
@@ -132,16 +132,6 @@ def to_reference_frame(volumes: torch.Tensor, matrices: torch.Tensor, origins_px
     """
     inverse = matrices.transpose(-1, -2)
     return transform_volumes(volumes, inverse, torch.einsum("bij,bj->bi", inverse, origins_px))
-
-
-def rotate_weights(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Centred weights (B or 1, N, N, N) rotated into the reference frame by Aᵀ about the zero frequency (B, ...)."""
-    return transform_volumes(weights, matrices.transpose(-1, -2)).clamp(0.0, 1.0)
-
-
-def _centred_to_rfft(weights: torch.Tensor) -> torch.Tensor:
-    unshifted = torch.fft.ifftshift(weights, dim=(-3, -2, -1))
-    return unshifted[..., : weights.shape[-1] // 2 + 1]
 
 
 class FourierAccumulator:
@@ -317,13 +307,13 @@ def average_particles(
         if compensate:
             terms = load_ctf(rows) if load_ctf is not None else None
             if terms is None:  # a 0/1 (or fractional) observation weight: c = d = w
-                numerator_w = denominator_w = _centred_to_rfft(
-                    rotate_weights(torch.as_tensor(batch_weights, device=device), a)
+                numerator_w = denominator_w = centred_to_rfft(
+                    rotate_weights(torch.as_tensor(batch_weights, device=device), a.transpose(-1, -2))
                 )
             else:  # RELION's c·P and d (CTF, CTF²; or 1, CTF² for premultiplied data), rotated unclamped
                 c, d = (torch.as_tensor(t, device=device) for t in terms)
-                numerator_w = _centred_to_rfft(transform_volumes(c, a.transpose(-1, -2)))
-                denominator_w = _centred_to_rfft(transform_volumes(d, a.transpose(-1, -2)).clamp_min(0.0))
+                numerator_w = centred_to_rfft(rotate_centred(c, a.transpose(-1, -2)))
+                denominator_w = centred_to_rfft(rotate_centred(d, a.transpose(-1, -2)).clamp_min(0.0))
         for half, accumulator in sums.items():
             select = torch.as_tensor(np.flatnonzero(halves[rows] == half), device=device)
             accumulator.add(

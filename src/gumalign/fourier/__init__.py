@@ -8,6 +8,7 @@ Frequencies are in integer units (cycles per box) along (z, y, x).
 """
 
 from gumalign.fourier.grids import frequency_grid, shell_index
-from gumalign.fourier.wedge import wedge_mask, centred_to_rfft, rfft_to_centred
+from gumalign.fourier.layout import centred_to_rfft, rfft_to_centred, rotate_weights
+from gumalign.fourier.wedge import wedge_mask
 
-__all__ = ["frequency_grid", "shell_index", "wedge_mask", "centred_to_rfft", "rfft_to_centred"]
+__all__ = ["frequency_grid", "shell_index", "wedge_mask", "centred_to_rfft", "rfft_to_centred", "rotate_weights"]

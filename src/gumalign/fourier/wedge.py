@@ -47,26 +47,3 @@ def wedge_mask(
     observed = np.where(on_kz_axis, (hi >= 90.0 - _EDGE_TOL_DEG) | (lo <= -90.0 + _EDGE_TOL_DEG), observed)
     observed = observed | ((kx == 0) & (kz == 0))
     return np.broadcast_to(observed, np.broadcast_shapes(kz.shape, ky.shape, kx.shape)).astype(np.float32)
-
-
-def centred_to_rfft(weights: np.ndarray) -> np.ndarray:
-    """A centred N³ weight cube (RELION's rlnCtfImage layout) in rfftn layout (N, N, N//2 + 1)."""
-    unshifted = np.fft.ifftshift(weights, axes=(-3, -2, -1))
-    return np.ascontiguousarray(unshifted[..., : weights.shape[-1] // 2 + 1])
-
-
-def rfft_to_centred(weights: np.ndarray, width: int) -> np.ndarray:
-    """An rfftn-layout weight array back to a centred cube with real-space width ``width``, using Hermitian symmetry.
-
-    Weights are real and symmetric (w(k) = w(-k)), so the missing half is the mirror of the stored one.
-    """
-    d, h, half = weights.shape[-3:]
-    full = np.zeros(weights.shape[:-3] + (d, h, width), dtype=weights.dtype)
-    full[..., :half] = weights
-    # Negative kx columns: w(kz, ky, -kx) = w(-kz, -ky, kx).
-    neg = np.arange(half, width)
-    src = width - neg
-    mirrored = weights[..., src]
-    mirrored = np.roll(np.flip(mirrored, axis=(-3, -2)), shift=(1, 1), axis=(-3, -2))
-    full[..., half:] = mirrored
-    return np.fft.fftshift(full, axes=(-3, -2, -1))

@@ -52,7 +52,7 @@ def mirror_centred(cube: np.ndarray) -> np.ndarray:
 
 def ctf_from_array(data: np.ndarray, box: int, name: str = "rlnCtfImage") -> Ctf3D:
     """Interpret an array read from an rlnCtfImage file (see the module docstring) for particles of box ``box``."""
-    from gumalign.fourier.wedge import rfft_to_centred
+    from gumalign.fourier.layout import rfft_to_centred
 
     data = np.asarray(data, dtype=np.float32)
     n, half = box, box // 2 + 1

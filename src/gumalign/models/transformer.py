@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from gumalign.fourier.layout import rotate_weights
 from gumalign.geometry.axes import zyz_matrix
 from gumalign.geometry.transform import transform_volumes
 
@@ -64,27 +65,6 @@ def params_to_rigid(
     return rotations, shifts
 
 
-def rotate_weights(weights: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate centred-layout Fourier weights (B or 1, N, N, N) about the zero frequency: out(k) = w(Rᵀk).
-
-    A volume rotated by R in real space has its transform rotated by R, so the observed region of T(s_a) is R(M_a);
-    shifts change only phases, so the mask takes no translation. The result is kept as soft trilinear weights
-    clamped to [0, 1] (not thresholded), as in the original, which keeps it differentiable in R.
-
-    Frequencies whose source Rᵀk lies outside the N³ cube (the corners beyond the Nyquist sphere) take the nearest
-    edge value, as the original's index clipping does: a fully observed s_a stays fully observed at every rotation.
-    (Zero fill would hand those corners to s_b and reward rotations that push more of the mask out of the cube.)
-    """
-    import torch.nn.functional as F
-
-    n = weights.shape[-1]
-    # Rotated corners reach (N/2)·√3 from the centre; pad so every source lies inside the padded cube.
-    pad = int(math.ceil(n / 2 * (math.sqrt(3.0) - 1.0))) + 1
-    padded = F.pad(weights.reshape(-1, 1, *weights.shape[-3:]), (pad,) * 6, mode="replicate")[:, 0]
-    rotated = transform_volumes(padded, rotations)  # the padded cube's centre index is N // 2 + pad
-    return rotated[..., pad : pad + n, pad : pad + n, pad : pad + n].clamp(0.0, 1.0)
-
-
 def spectral_imputation(
     moved_a: torch.Tensor, s_b: torch.Tensor, rotated_weight_a: torch.Tensor
 ) -> torch.Tensor:
@@ -125,7 +105,7 @@ def transform_and_impute(
         (B, N, N, N) the imputed transformed s_a.
     """
     moved = transform_volumes(s_a, rotations, shifts)
-    # A fully observed s_a stays fully observed at every rotation (see rotate_weights), and then the imputation is
+    # A fully observed s_a stays fully observed at every rotation (gumalign.fourier.layout), and then the imputation is
     # the identity: skipping it gives the same result for a fifth less work per training step.
     if weight_a is None or bool(torch.all(weight_a == 1)):
         return moved
