@@ -40,6 +40,14 @@ SO(3) under A -> A·S: every orientation has exactly one mate in it (up to its b
 :func:`in_asymmetric_unit` tests membership (boundary included), to cut a search grid down by a factor |G|.
 This is gumalign's choice, not RELION's (RELION restricts projection directions on the sphere and keeps psi);
 both are valid asymmetric units, so only angles modulo the group should be compared between the two programs.
+
+Orientation against scipy (tests): scipy's Rotation.create_group('O') and ('I') are RELION's O and I1 exactly
+(2- or 4-folds on x, y, z); RELION's default I (= I2) is I1 turned by 90° about y; RELION's T has a 3-fold on z,
+scipy's its 2-folds on x, y, z. A map whose symmetry axes lie elsewhere (a template whose axes were found, e.g. the
+built-in proteasome) is brought into RELION's orientation by :func:`relion_frame`.
+
+Maps: :func:`symmetrise` (real space, the mean of the rotated copies), :func:`symmetrise_weights` (centred Fourier
+weights) and :func:`symmetrise_fourier_sums` (the two sums of a wedge-compensated average, before the division).
 """
 
 from __future__ import annotations
@@ -531,10 +539,7 @@ def symmetrise_fourier_sums(numerator, denominator, group, *, batch: int = 24):
     centred = torch.fft.fftshift(full * ramp, dim=(-3, -2, -1))
     parts = torch.stack([centred.real, centred.imag]).to(real)  # (2, N, N, N)
 
-    def rotate(values, rotations):
-        return rotate_centred(values, rotations)
-
-    summed = _rotated_copies(parts, ops, max(1, int(batch) // 2), rotate)
+    summed = _rotated_copies(parts, ops, max(1, int(batch) // 2), rotate_centred)
     rotated = torch.fft.ifftshift(torch.complex(summed[0], summed[1]), dim=(-3, -2, -1)) * ramp.conj()
     sym_numerator = rotated[..., :half].contiguous().to(numerator.dtype)
     weights = torch.as_tensor(rfft_to_centred(denominator.detach().cpu().numpy(), box), device=device)
