@@ -33,6 +33,7 @@ from gumalign.geometry.symmetry import (
     RELION_GENERATORS,
     asymmetric_unit_index,
     asymmetric_unit_mate,
+    distinct_modulo,
     group_order,
     in_asymmetric_unit,
     operators,
@@ -394,16 +395,41 @@ def test_asymmetric_unit_mate_is_one_per_orbit(name):
     assert share == pytest.approx(1 / len(ops), abs=3 * np.sqrt(1 / len(ops) / 300) + 0.01)
 
 
+def test_ties_of_exact_group_elements_do_not_depend_on_the_representative():
+    # Exact rotations of a larger group tie often on the trace; every mate must still get the same answer.
+    starts = Rotation.create_group("I").as_matrix()
+    for name in ("D2", "T", "O", "I2"):
+        ops = point_group(name)
+        canon = asymmetric_unit_mate(starts, name)
+        for k in range(len(ops)):
+            np.testing.assert_allclose(asymmetric_unit_mate(starts @ ops[k], name), canon, atol=1e-9)
+
+
+def test_distinct_modulo_counts_start_classes():
+    starts = Rotation.create_group("I").as_matrix()  # = RELION's I1 (Gum-Net's 60 starts)
+    # 60 / |G ∩ I1|: I1 ∩ I2 and I1 ∩ O are tetrahedral (12), D7 ∩ I1 is the 2-fold about x, C5 about z is not in I1.
+    expected = {"C1": 60, "C2": 60 // 2, "C5": 60, "D2": 15, "D7": 30, "O": 5, "I1": 1, "I2": 5, "I3": 30}
+    for name, count in expected.items():
+        keep = distinct_modulo(starts, name)
+        assert len(keep) == count, name
+        assert np.all(np.diff(keep) > 0) and keep[0] == 0
+        # Every start is a mate of a kept one.
+        errors = rotation_error_sym(starts[:, None], starts[keep][None], name).min(axis=1)
+        assert errors.max() < 1e-9
+
+
 def test_asymmetric_unit_with_a_prior_and_c1():
     rots = Rotation.random(50, random_state=10).as_matrix()
     np.testing.assert_array_equal(asymmetric_unit_mate(rots, "C1"), rots)
     prior = Rotation.random(50, random_state=11).as_matrix()
     chosen = asymmetric_unit_mate(rots, "O", prior=prior)
     np.testing.assert_allclose(rotation_error(prior, chosen), rotation_error_sym(prior, rots, "O"), atol=1e-12)
-    # Ties (the identity's mates in C2 under a prior halfway between) go to the lowest index.
+    # An exact tie (the identity and the C2 turn, with a prior halfway between): one answer from either mate.
     ops = point_group("C2")
     halfway = Rotation.from_euler("z", 90, degrees=True).as_matrix()
-    assert asymmetric_unit_index(np.eye(3), ops, prior=halfway) == 0
+    first = asymmetric_unit_mate(np.eye(3), ops, prior=halfway)
+    np.testing.assert_array_equal(asymmetric_unit_mate(ops[1], ops, prior=halfway), first)
+    assert asymmetric_unit_index(np.eye(3), ops, prior=halfway) in (0, 1)
 
 
 # --- symmetrised maps ---------------------------------------------------------------------------------------------

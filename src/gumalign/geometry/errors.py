@@ -55,7 +55,7 @@ def rotation_error_sym(r_true: np.ndarray, r_est: np.ndarray, group_or_ops) -> n
 def closest_mate(r_true: np.ndarray, r_est: np.ndarray, group_or_ops) -> np.ndarray:
     """The symmetry mate R_est·S_k of each estimate that is closest to R_true (the one rotation_error_sym scores).
 
-    Ties (within 1e-9 of the best trace) go to the lowest k, so the answer is deterministic.
+    Deterministic: ties (within 1e-9) are broken as gumalign.geometry.symmetry.asymmetric_unit_mate does.
 
     Args:
         r_true, r_est: (..., 3, 3) rotation matrices (broadcast against each other).

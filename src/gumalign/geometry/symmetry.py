@@ -33,7 +33,8 @@ expansion writes for mate k (k = 0 the particle itself).
 The asymmetric unit
 -------------------
 :func:`asymmetric_unit_mate` picks, for each A, the mate A·S_k closest to a prior P (the identity by default) in
-the Frobenius norm, i.e. the largest trace(Pᵀ·A·S_k); ties (within 1e-9) go to the lowest k. For P = I this is the
+the Frobenius norm, i.e. the largest trace(Pᵀ·A·S_k); ties (within 1e-9) are broken by a fixed generic linear
+function of the matrix A·S_k (so every mate of A gets the same answer), then by the lowest k. For P = I this is the
 mate with the smallest rotation angle, and the set of rotations it returns unchanged,
 ``{A : trace(A) >= trace(A·S) for all S in G}`` (the Dirichlet cell of the identity), is an asymmetric unit of
 SO(3) under A -> A·S: every orientation has exactly one mate in it (up to its boundary).
@@ -280,20 +281,32 @@ def symmetry_mates(rotations: np.ndarray, group) -> np.ndarray:
     return np.einsum("...ij,kjl->...kil", a, ops)
 
 
+# A fixed generic matrix for the tie-break (entries with no rational relations, so that no two distinct rotations
+# tie on it except on a set of measure zero; exact group elements, whose traces tie often, do not).
+_TIE_BREAK = np.sqrt(np.array([[2.0, 3.0, 5.0], [7.0, 11.0, 13.0], [17.0, 19.0, 23.0]])) % 1.0 - 0.5
+
+
 def _best_mate_index(rotations: np.ndarray, ops: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
-    """(...) index k of the mate A·S_k with the largest trace(Pᵀ·A·S_k); ties within 1e-9 go to the lowest k."""
+    """(...) index k of the mate M_k = A·S_k with the largest trace(Pᵀ·M_k).
+
+    Ties within 1e-9 (common for exact rotations of a larger group, e.g. start sets) are broken by the largest
+    Σ _TIE_BREAK∘M_k, a function of the matrix M_k alone, so every mate A·S_j of A gets the same answer; then by
+    the lowest k.
+    """
     a = np.asarray(rotations, dtype=np.float64)
     p = np.eye(3) if prior is None else np.asarray(prior, dtype=np.float64)
-    # trace(Pᵀ A S) = Σ_ij (P)_ij (A S)_ij
-    scores = np.einsum("...ij,...kij->...k", p, np.einsum("...ij,kjl->...kil", a, ops))
-    best = scores.max(axis=-1, keepdims=True)
-    return np.argmax(scores >= best - 1e-9, axis=-1)
+    mates = np.einsum("...ij,kjl->...kil", a, ops)
+    scores = np.einsum("...ij,...kij->...k", p, mates)  # trace(Pᵀ M_k)
+    tied = scores >= scores.max(axis=-1, keepdims=True) - 1e-9
+    second = np.where(tied, np.einsum("ij,...kij->...k", _TIE_BREAK, mates), -np.inf)
+    return np.argmax(second >= second.max(axis=-1, keepdims=True) - 1e-9, axis=-1)
 
 
 def asymmetric_unit_mate(rotations: np.ndarray, group, prior: np.ndarray | None = None) -> np.ndarray:
     """The one mate of each A that lies in gumalign's asymmetric unit: the A·S_k closest to ``prior``.
 
-    Deterministic: the mate maximising trace(Pᵀ·A·S_k) (= the smallest ||A·S_k - P||_F), ties to the lowest k.
+    Deterministic: the mate maximising trace(Pᵀ·A·S_k) (= the smallest ||A·S_k - P||_F); ties by a fixed function
+    of the mate's matrix, so all mates of one orientation give the same answer.
     With ``prior=None`` (P = I) it is the mate with the smallest rotation angle from the identity.
 
     Args:
@@ -314,6 +327,32 @@ def asymmetric_unit_mate(rotations: np.ndarray, group, prior: np.ndarray | None 
 def asymmetric_unit_index(rotations: np.ndarray, group, prior: np.ndarray | None = None) -> np.ndarray:
     """(...) int index k of the operator that :func:`asymmetric_unit_mate` applies (A·S_k)."""
     return _best_mate_index(np.asarray(rotations, dtype=np.float64), operators(group), prior)
+
+
+def distinct_modulo(rotations: np.ndarray, group, atol: float = 1e-6) -> np.ndarray:
+    """Indices of the first rotation of each class of ``rotations`` under A ~ A·S (S in the group), in input order.
+
+    For a start set or a small candidate list: a reference with the group's symmetry pre-rotated by A and by A·S is
+    the same map, so only one start per class is needed (the 60 icosahedral starts, scipy's 'I' = RELION's I1, are
+    one class under I1, 5 under RELION's default I2 and under O, which share a tetrahedral subgroup with them, 30
+    under D7, which shares the 2-fold about x). A and B are in one class
+    when some ||A·S_k - B||_F < atol. O(M²·K); for a grid over SO(3) use :func:`in_asymmetric_unit` instead.
+
+    Args:
+        rotations: (M, 3, 3).
+        group: a group name or (K, 3, 3) operators.
+
+    Returns:
+        (m,) int indices into ``rotations``, increasing.
+    """
+    a = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
+    mates = symmetry_mates(a, group)  # (M, K, 3, 3)
+    keep: list[int] = []
+    for i in range(len(a)):
+        if keep and np.any(np.sqrt(((mates[keep] - a[i]) ** 2).sum(axis=(-2, -1))) < atol):
+            continue
+        keep.append(i)
+    return np.array(keep, dtype=int)
 
 
 def in_asymmetric_unit(rotations: np.ndarray, group, tolerance: float = 1e-9) -> np.ndarray:
