@@ -750,6 +750,7 @@ def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: fl
     import torch
 
     from gumalign.align.registry import get_aligner
+    from gumalign.models.inputs import zscore
 
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     rows = []
@@ -773,10 +774,8 @@ def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: fl
             # One timed call may be enough: at batch 256 on a CPU a single call takes minutes.
             reps, seconds = _repeat(align_once, min_seconds, device, warm_up=align_two, min_reps=1)
             aligner_rate = reps * batch / seconds
-            a = torch.as_tensor(s_a, device=device)
-            b = torch.as_tensor(s_b, device=device)
-            a = (a - a.mean(dim=(1, 2, 3), keepdim=True)) / a.std(dim=(1, 2, 3), keepdim=True)
-            b = (b - b.mean(dim=(1, 2, 3), keepdim=True)) / b.std(dim=(1, 2, 3), keepdim=True)
+            a = zscore(torch.as_tensor(s_a, device=device))  # as the aligner normalises its inputs
+            b = zscore(torch.as_tensor(s_b, device=device))
             with torch.no_grad():
                 reps, seconds = _repeat(lambda: aligner.model(a, b), min_seconds, device)
             rows.append({"device": name, "batch_size": batch, "network_pairs_per_s": reps * batch / seconds,

@@ -233,3 +233,26 @@ def test_compensated_average_of_fully_observed_particles_is_the_plain_mean():
     plain = average_particles(particles, a, origins, weights=ones, compensate=False)
     np.testing.assert_allclose(compensated.full, plain.full, atol=1e-4 * np.abs(plain.full).max())
 
+
+# --- the network's z-score (gumalign.models.inputs) -------------------------------------------------------------------
+
+
+def test_zscore_matches_scipy_per_volume_and_zeroes_constant_volumes():
+    import numpy as np
+    import torch
+    from scipy.stats import zscore as scipy_zscore
+
+    from gumalign.models.inputs import zscore
+    from gumalign.train.data import zscore as zscore_numpy
+
+    rng = np.random.default_rng(6)
+    volumes = rng.standard_normal((3, 2, 8, 8, 8)) * 4.0 + 7.0
+    expected = np.stack([[scipy_zscore(v, axis=None, ddof=0) for v in batch] for batch in volumes])
+    out = zscore(torch.as_tensor(volumes))
+    assert out.dtype == torch.float64 and out.shape == volumes.shape
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-12)
+    as_float32 = zscore_numpy(volumes[0])
+    assert as_float32.dtype == np.float32
+    np.testing.assert_allclose(as_float32, expected[0], atol=1e-5)
+    for value in (0.1, 1 / 3, -250.0):  # a rounded mean leaves a residue; it must not be scaled up
+        assert not np.any(zscore_numpy(np.full((2, 8, 8, 8), value)))

@@ -15,6 +15,7 @@ from gumalign.models.gumnet import (
     parameter_count,
     parameter_counts,
 )
+from gumalign.models.inputs import zscore
 from gumalign.models.layers import feature_correlation, l2_normalise_channels
 from gumalign.models.transformer import (
     correlation_loss,
@@ -45,5 +46,6 @@ __all__ = [
     "spectral_imputation",
     "spectral_pool_matrix",
     "transform_and_impute",
+    "zscore",
     "zyz_matrix",
 ]

@@ -31,14 +31,17 @@ SNR_COLUMNS = ("gumSnr", "gumSNR", "gumPairSnr")
 
 
 def zscore(volumes: np.ndarray) -> np.ndarray:
-    """Each volume of (n, D, H, W) shifted and scaled to zero mean and unit standard deviation (float32).
+    """Each volume of (n, D, H, W) shifted and scaled to zero mean and unit standard deviation (float32 numpy).
 
-    A constant volume becomes all zeros rather than NaN.
+    gumalign.models.inputs.zscore, the network's input normalisation, for the numpy arrays of a PairSet; a constant
+    volume becomes all zeros.
     """
-    v = np.asarray(volumes, dtype=np.float32)
-    mean = v.mean(axis=(-3, -2, -1), keepdims=True)
-    std = v.std(axis=(-3, -2, -1), keepdims=True)
-    return ((v - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    import torch
+
+    from gumalign.models.inputs import zscore as zscore_tensor
+
+    volumes = np.require(volumes, dtype=np.float32, requirements=["C", "W"])  # torch wants a writable array
+    return zscore_tensor(torch.from_numpy(volumes)).numpy()
 
 
 @dataclass
