@@ -256,3 +256,24 @@ def test_zscore_matches_scipy_per_volume_and_zeroes_constant_volumes():
     np.testing.assert_allclose(as_float32, expected[0], atol=1e-5)
     for value in (0.1, 1 / 3, -250.0):  # a rounded mean leaves a residue; it must not be scaled up
         assert not np.any(zscore_numpy(np.full((2, 8, 8, 8), value)))
+
+
+# --- one voxel-size tolerance (gumalign.units) ------------------------------------------------------------------------
+
+
+def test_same_voxel_size_is_math_isclose_at_the_one_tolerance():
+    import math
+
+    import numpy as np
+
+    from gumalign.units import VOXEL_SIZE_RTOL, same_voxel_size
+
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0.5, 20.0, 500)
+    b = a * (1.0 + rng.uniform(-3, 3, 500) * VOXEL_SIZE_RTOL)
+    expected = [math.isclose(x, y, rel_tol=VOXEL_SIZE_RTOL) for x, y in zip(a, b)]
+    np.testing.assert_array_equal(same_voxel_size(a, b), expected)
+    np.testing.assert_array_equal(same_voxel_size(b, a), expected)  # symmetric
+    assert 0 < sum(expected) < len(expected)
+    assert same_voxel_size(1.35, 1.3504) and not same_voxel_size(1.35, 1.3535)  # rounding yes, a real mismatch no
+    assert same_voxel_size(0.0, 0.0) and not same_voxel_size(0.0, 1e-9)

@@ -11,6 +11,7 @@ import numpy as np
 from gumalign.errors import GumalignError
 from gumalign.io.mrc import read_volume
 from gumalign.io.star import ParticleTable
+from gumalign.units import same_voxel_size
 
 
 def check_images_exist(paths: list[Path], table_name: str) -> None:
@@ -21,14 +22,14 @@ def check_images_exist(paths: list[Path], table_name: str) -> None:
 
 
 def check_pixel_size(table: ParticleTable, reference, reference_name: str = "") -> None:
-    """Refuse particles whose pixel size differs (by more than 1%) from the reference's voxel size (a Volume).
+    """Refuse particles whose pixel size differs from the reference's voxel size (a Volume; gumalign.units).
 
     A reference without a voxel size (0) is not checked; particles without one take the reference's.
     """
     if reference.voxel_size <= 0 or len(table) == 0:
         return
     sizes = table.pixel_sizes(default=reference.voxel_size)
-    bad = ~np.isclose(sizes, reference.voxel_size, rtol=0.01)
+    bad = ~same_voxel_size(sizes, reference.voxel_size)
     if bad.any():
         raise GumalignError(
             f"{table.name}: pixel size {sizes[np.argmax(bad)]:.4g} Å differs from the reference's "

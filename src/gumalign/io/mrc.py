@@ -27,6 +27,7 @@ import numpy as np
 
 from gumalign.errors import GumalignError
 from gumalign.io.atomic import atomic_path
+from gumalign.units import same_voxel_size
 
 HEADER_BYTES = 1024
 _MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
@@ -177,7 +178,7 @@ def read_volume(path: str | os.PathLike, *, require_voxel_size: bool = False) ->
         bad = int(np.count_nonzero(~np.isfinite(data)))
         raise GumalignError(f"{path}: {bad} voxels are NaN or Inf")
     voxel = header.voxel
-    if max(voxel) > 0 and not np.allclose(voxel, voxel[0], rtol=1e-4):
+    if max(voxel) > 0 and not np.all(same_voxel_size(voxel, voxel[0])):
         raise GumalignError(f"{path}: anisotropic voxel size {voxel} Å is not supported")
     voxel_size = float(voxel[0])
     if require_voxel_size and voxel_size <= 0:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from gumalign.errors import GumalignError
 from gumalign.io.atomic import atomic_path
+from gumalign.units import same_voxel_size
 
 ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 ORIGIN_ANGST_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
@@ -232,7 +233,7 @@ class ParticleTable:
     def common_pixel_size(self, default: float | None = None) -> float:
         """The one pixel size (Å) of every particle; a GumalignError naming the optics groups when they differ."""
         sizes = self.pixel_sizes(default)
-        if len(sizes) and not np.allclose(sizes, sizes[0], rtol=1e-4):
+        if len(sizes) and not np.all(same_voxel_size(sizes, sizes[0])):
             if self.has("rlnOpticsGroup"):
                 groups = self.numeric("rlnOpticsGroup").astype(int)
                 per_group = {int(g): float(sizes[groups == g][0]) for g in np.unique(groups)}
