@@ -128,3 +128,36 @@ def test_loss_curve_whole_epochs_random_line_and_warning(tmp_path):
     assert loss_curve(tmp_path / "ok.png", {"validation": [2.6, 1.2, 0.9]}, reference=2.40) is False
     assert loss_curve(tmp_path / "plain.png", {"loss": [1.0, 0.5]}) is False
     _written(tmp_path / "plain.png")
+
+
+def test_training_history_is_drawn_by_loss_curve_without_pyplot(tmp_path):
+    """gumalign train's loss.png: losses and the validation rotation error with the 2.40 line, and no pyplot or
+    backend switch left behind in the process that drew it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import matplotlib
+backend = dict.__getitem__(matplotlib.rcParams, "backend")  # raw: resolving it would import pyplot
+from pathlib import Path
+import gumalign.plots
+from gumalign.train.loop import plot_history
+drawn = []
+real = gumalign.plots.loss_curve
+gumalign.plots.loss_curve = lambda path, series, **kw: drawn.append((dict(series), kw)) or real(path, series, **kw)
+history = [{{"epoch": e + 1, "train_loss": 0.9 - 0.1 * e,
+            "val": {{"loss": 0.95 - 0.1 * e, "rotation_error": {{"mean": 2.5 - 0.4 * e}}}} if e != 1 else None}}
+           for e in range(4)]
+plot_history(history, Path({str(tmp_path / "loss.png")!r}))
+plot_history([{{"epoch": 1, "train_loss": 0.8, "val": None}}], Path({str(tmp_path / "plain.png")!r}))
+assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"
+assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "backend switched"
+(series, options), (plain, plain_options) = drawn
+assert list(series) == ["training loss", "validation loss", "validation rotation error"], list(series)
+assert options["reference"] == 2.40 and options["watch"] == "validation rotation error"
+assert list(plain) == ["training loss"] and plain_options.get("reference") is None
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+    _written(tmp_path / "loss.png")
+    _written(tmp_path / "plain.png")

@@ -306,36 +306,24 @@ def train_model(
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    """Loss curves (training, validation) and, when known, the validation rotation error, as a PNG."""
-    import matplotlib
+    """Training and validation loss (1 - Pearson r) per epoch and, when the validation pairs carry the truth, the
+    validation rotation error ||R - R̂|| against a random rotation's 2.40, as one PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn by gumalign.plots.loss_curve (matplotlib's object API: no pyplot, no global backend switch). Both losses
+    and rotation errors lie in [0, 2.83], so they share one axis; the 2.40 line and the plot's warning concern the
+    rotation error.
+    """
+    from gumalign.plots import loss_curve
 
-    from gumalign.io.atomic import atomic_path
-
-    epochs = [h["epoch"] for h in history]
     val = [h["val"] for h in history]
-    has_errors = any(v and "rotation_error" in v for v in val)
-    fig, axes = plt.subplots(1, 2 if has_errors else 1, figsize=(10 if has_errors else 5.5, 4), squeeze=False)
-    ax = axes[0, 0]
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="training")
+    series = {"training loss": [h["train_loss"] for h in history]}
     if any(v for v in val):
-        ax.plot(epochs, [v["loss"] if v else np.nan for v in val], "s-", label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (1 - Pearson r)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    if has_errors:
-        ax = axes[0, 1]
-        ax.plot(epochs, [v["rotation_error"]["mean"] if v else np.nan for v in val], "o-", color="C2")
-        ax.axhline(16 * np.sqrt(2) / (3 * np.pi), ls="--", color="grey", label="random rotation (2.40)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation rotation error ||R - R̂||")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+        series["validation loss"] = [v["loss"] if v else np.nan for v in val]
+    if not any(v and "rotation_error" in v for v in val):
+        loss_curve(path, series, ylabel="loss (1 - Pearson r)")
+        return
+    watch = "validation rotation error"
+    series[watch] = [v["rotation_error"]["mean"] if v and "rotation_error" in v else np.nan for v in val]
+    # 2.40: the mean ||R - R̂|| of a Haar-random guess, 16·√2 / (3π) (REFERENCE.md).
+    loss_curve(path, series, ylabel="loss (1 - r); rotation error ||R - R̂||", reference=2.40, watch=watch)
 
