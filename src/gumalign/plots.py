@@ -37,24 +37,15 @@ _SECONDARY_COLOURS = ("#e69f00", "#56b4e9", "#009e73", "#cc79a7", "#999999")
 
 
 def fsc_plot(
-    path: str | os.PathLike,
-    frequency_inv_angstrom: np.ndarray,
-    curves: Mapping[str, np.ndarray],
-    *,
-    thresholds: Sequence[float] = (0.143, 0.5),
-    resolutions: Mapping[float, float] | None = None,
-    title: str = "Fourier shell correlation",
-    headline: str | None = None,
-    n_particles: int | None = None,
-    pixel_size: float | None = None,
-    mask: str | None = None,
+    path: str | os.PathLike, frequency_inv_angstrom: np.ndarray, curves: Mapping[str, np.ndarray], **options
 ) -> None:
     """FSC curves against spatial frequency (1/Å), with labelled threshold lines and resolution markers.
 
-    Args:
+    Args (``options`` are :func:`fsc_figure`'s keyword arguments):
         frequency_inv_angstrom: (S,) frequency of each shell in 1/Å.
         curves: label -> (S,) FSC values.
-        thresholds: FSC values marked by horizontal lines, each in its own style and labelled on the plot.
+        thresholds: FSC values marked by horizontal lines, each in its own style and labelled on the plot
+            (default 0.143 and 0.5).
         resolutions: threshold -> resolution in Å, marked by a vertical line in the threshold's style, labelled with
             the resolution where it meets the threshold.
         title: the first title line.
@@ -62,9 +53,7 @@ def fsc_plot(
             others thin and coloured behind it. Default: the first curve.
         n_particles, pixel_size (Å), mask: written in the title's second line when given.
     """
-    figure = fsc_figure(frequency_inv_angstrom, curves, thresholds=thresholds, resolutions=resolutions, title=title,
-                        headline=headline, n_particles=n_particles, pixel_size=pixel_size, mask=mask)
-    _save(figure, path)
+    _save(fsc_figure(frequency_inv_angstrom, curves, **options), path)
 
 
 def fsc_figure(
@@ -79,7 +68,7 @@ def fsc_figure(
     pixel_size: float | None = None,
     mask: str | None = None,
 ):
-    """The matplotlib Figure :func:`fsc_plot` writes (same arguments, no path)."""
+    """The matplotlib Figure :func:`fsc_plot` writes (its arguments are documented there)."""
     frequency = np.asarray(frequency_inv_angstrom, dtype=np.float64)
     if headline is None:
         headline = next(iter(curves))
