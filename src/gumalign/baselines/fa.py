@@ -148,10 +148,8 @@ class FAAligner(BatchedAligner):
     # --- set-up per box size -------------------------------------------------------------------------------------
     def shells(self, n_box: int) -> FourierShells:
         if n_box not in self._shells:
-            radii = np.arange(1, min(self.max_freq, n_box // 2) + 1, dtype=np.float64)
-            degrees = [adaptive_bandwidth(int(r), self.bandwidth) - 1 for r in radii]
-            grid_degrees = [max(d, math.ceil(math.pi * r)) for d, r in zip(degrees, radii)]
-            self._shells[n_box] = FourierShells(radii, degrees, grid_degrees)
+            top, bandwidth = min(self.max_freq, n_box // 2), self.bandwidth
+            self._shells[n_box] = FourierShells.integer_radii(top, lambda r: adaptive_bandwidth(int(r), bandwidth) - 1)
         return self._shells[n_box]
 
     def shell_weights(self, n_box: int) -> torch.Tensor:

@@ -115,10 +115,7 @@ class HTAligner(BatchedAligner):
     def shells(self, n_box: int) -> FourierShells:
         if n_box not in self._shells:
             top = n_box // 2 if self.max_freq is None else min(self.max_freq, n_box // 2)
-            radii = np.arange(1, top + 1, dtype=np.float64)
-            degrees = [ht_shell_degree(r, self.sh_degree) for r in radii]
-            grid_degrees = [max(d, math.ceil(math.pi * r)) for d, r in zip(degrees, radii)]
-            self._shells[n_box] = FourierShells(radii, degrees, grid_degrees)
+            self._shells[n_box] = FourierShells.integer_radii(top, lambda r: ht_shell_degree(r, self.sh_degree))
         return self._shells[n_box]
 
     def shell_weights(self, n_box: int) -> torch.Tensor:

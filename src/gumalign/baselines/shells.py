@@ -9,6 +9,7 @@ of a volume about its box centre rotates its spectrum by the same R, so the shel
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -116,6 +117,17 @@ class FourierShells:
         self._points = np.concatenate([r * g.directions for r, g in zip(self.radii, self.grids)])  # (P, 3) xyz
         self._sizes = [g.directions.shape[0] for g in self.grids]
         self._grid_cache: dict = {}
+
+    @classmethod
+    def integer_radii(cls, top: int, degree_of: Callable[[float], int]) -> FourierShells:
+        """Shells at r = 1, 2, ..., ``top`` cycles per box, of degree ``degree_of(r)`` each, sampled on grids of degree
+        max(L_r, ⌈π·r⌉): at least about one sample per voxel along the shell's circumference (2π·r voxels), so no
+        voxel of the shell is skipped even where the harmonic degree is low. The one shell rule of H-T and F&A.
+        """
+        radii = np.arange(1, int(top) + 1, dtype=np.float64)
+        degrees = [int(degree_of(r)) for r in radii]
+        grid_degrees = [max(d, math.ceil(math.pi * r)) for d, r in zip(degrees, radii)]
+        return cls(radii, degrees, grid_degrees)
 
     def _sample_grid(self, device) -> torch.Tensor:
         key = str(device)
