@@ -41,10 +41,9 @@ from gumalign.geometry.symmetry import (
     point_group,
     relion_frame,
     symmetrise,
-    symmetrise_fourier_sums,
-    symmetrise_weights,
     symmetry_mates,
 )
+from gumalign.fourier.symmetrise import symmetrise_fourier_sums, symmetrise_weights
 
 # SymList::fill_symmetry_class, verbatim.
 RELION_LINES = {

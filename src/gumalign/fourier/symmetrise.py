@@ -1,0 +1,89 @@
+"""Point-group symmetrisation in Fourier space: centred weights and the sums of a wedge-compensated reconstruction.
+
+The operators come from gumalign.geometry.symmetry (RELION's point groups); this module lives in fourier/ because it
+rotates Fourier layouts (gumalign.fourier.layout), so geometry does not import fourier (no package cycle).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gumalign.fourier.layout import centred_to_rfft, rfft_to_centred, rotate_centred
+from gumalign.geometry.symmetry import operators, rotated_copies
+
+
+def symmetrise_weights(weights, group, *, reduce: str = "sum", batch: int = 24):
+    """Centred Fourier weights (zero frequency at N // 2) summed (or averaged) over the group's rotations.
+
+    A volume rotated by S about the box centre has its transform rotated by S about the zero frequency, so these are
+    the weights of the symmetrised data. Rotation by gumalign.fourier.layout.rotate_centred (trilinear, sources
+    outside the cube take the nearest edge value: a cube of ones stays ones), no clamping.
+
+    Args:
+        weights: (N, N, N) or (B, N, N, N) real tensor or array, centred layout.
+        group: a group name or (K, 3, 3) operators.
+        reduce: "sum" (RELION's backprojector sums data and weights over the group) or "mean".
+
+    Returns:
+        Same shape, a torch tensor (float32 for numpy input).
+    """
+    import torch
+
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    ops = operators(group)
+    w = weights if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    single = w.ndim == 3
+    w4 = w[None] if single else w
+    out = rotated_copies(w4, ops, batch, rotate_centred)
+    if reduce == "mean":
+        out = out / len(ops)
+    return out[0] if single else out
+
+
+def symmetrise_fourier_sums(numerator, denominator, group, *, batch: int = 24):
+    """The sums of a wedge-compensated reconstruction, Σ w'·P' and Σ w', summed over the group before the division.
+
+    As RELION's BackProjector::symmetrise: both sums are rotated about the zero frequency by every operator with the
+    same trilinear kernel (gumalign.fourier.layout.rotate_centred) and added, so Σ_k S_k(Σ w'·P') / Σ_k S_k(Σ w')
+    fills each particle's missing wedge with its mates' data, stays 0 where no mate observed anything, and equals
+    its own images under the group (up to interpolation). The numerator is first re-centred on the box centre
+    N // 2 (a phase ramp; a rotation about the box centre is a rotation about the zero frequency only for the
+    re-centred transform), rotated as real and imaginary parts, and the ramp is undone. (Rotating the numerator's
+    inverse transform in real space instead leaks a little signal into unobserved frequencies, which the division
+    then amplifies.) Both steps are linear, so two half sets can be symmetrised apart and then added.
+
+    Args:
+        numerator: (N, N, N//2 + 1) complex tensor, rfftn layout (gumalign.average.compensated.FourierAccumulator).
+        denominator: (N, N, N//2 + 1) real tensor, rfftn layout (Σ of rotated weights).
+        group: a group name or (K, 3, 3) operators.
+
+    Returns:
+        (numerator, denominator) symmetrised, same shapes, dtypes and device; C1 returns them unchanged.
+    """
+    import torch
+
+    ops = operators(group)
+    if len(ops) == 1:
+        return numerator, denominator
+    box = numerator.shape[-3]
+    half = box // 2 + 1
+    if numerator.shape[-3:] != (box, box, half) or denominator.shape[-3:] != numerator.shape[-3:]:
+        raise ValueError(f"expected rfft-layout sums of a cubic box, got {tuple(numerator.shape)}, "
+                         f"{tuple(denominator.shape)}")
+    device = numerator.device
+    real = torch.float64 if numerator.dtype == torch.complex128 else torch.float32
+    # The full spectrum (Hermitian), re-centred on the box centre c = N // 2: G(k) = F(k)·e^{+2πi k·c/N}.
+    full = torch.fft.fftn(torch.fft.irfftn(numerator, s=(box,) * 3, dim=(-3, -2, -1)), dim=(-3, -2, -1))
+    k = torch.fft.fftfreq(box, device=device, dtype=real) * box
+    phase_1d = torch.exp(2j * torch.pi * k * (box // 2) / box)
+    ramp = phase_1d[:, None, None] * phase_1d[None, :, None] * phase_1d[None, None, :]
+    centred = torch.fft.fftshift(full * ramp, dim=(-3, -2, -1))
+    parts = torch.stack([centred.real, centred.imag]).to(real)  # (2, N, N, N)
+
+    summed = rotated_copies(parts, ops, max(1, int(batch) // 2), rotate_centred)
+    rotated = torch.fft.ifftshift(torch.complex(summed[0], summed[1]), dim=(-3, -2, -1)) * ramp.conj()
+    sym_numerator = rotated[..., :half].contiguous().to(numerator.dtype)
+    weights = torch.as_tensor(rfft_to_centred(denominator.detach().cpu().numpy(), box), device=device)
+    sym_denominator = centred_to_rfft(symmetrise_weights(weights, ops, reduce="sum", batch=batch))
+    return sym_numerator, sym_denominator.contiguous().to(denominator.dtype)
