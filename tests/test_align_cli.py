@@ -79,12 +79,14 @@ def test_gumnet_writes_known_angles_and_shifts(dataset):
 
 
 def test_resume_after_interruption_matches_a_straight_run(dataset):
-    from gumalign.align.pipeline import AlignOptions, align_table, partial_path
+    from gumalign.align.pipeline import align_table, partial_path
+    from gumalign.align.spec import AlignerSpec
     from gumalign.io.mrc import read_volume
 
     table, ref = read_star(dataset / "parts.star"), read_volume(dataset / "ref.mrc")
-    options = AlignOptions(method="ht", batch_size=1, device="cpu", tilt_range=(-60, 60))
-    straight = align_table(table, ref, dataset / "straight.star", options)
+    spec = AlignerSpec(method="ht", batch_size=1, device="cpu")
+    options = dict(tilt_range=(-60, 60))
+    straight = align_table(table, ref, dataset / "straight.star", spec, **options)
     calls = []
 
     def kill_after_first_batch(n):
@@ -94,9 +96,9 @@ def test_resume_after_interruption_matches_a_straight_run(dataset):
 
     out = dataset / "resumed.star"
     with pytest.raises(KeyboardInterrupt):
-        align_table(table, ref, out, options, progress=kill_after_first_batch)
+        align_table(table, ref, out, spec, progress=kill_after_first_batch, **options)
     assert not out.exists() and partial_path(out).exists()
-    resumed = align_table(table, ref, out, options, resume=True)
+    resumed = align_table(table, ref, out, spec, resume=True, **options)
     assert not partial_path(out).exists()
     np.testing.assert_allclose(resumed.angles(), straight.angles(), atol=1e-5)
     np.testing.assert_allclose(resumed.shifts_angst(), straight.shifts_angst(), atol=1e-5)

@@ -32,7 +32,7 @@ class ExhaustiveAligner:
         self.max_shift = max_shift
         self.calls: list[tuple[np.ndarray, int]] = []  # (reference, number of particles) per call
 
-    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+    def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
         self.calls.append((np.array(references[0]), len(particles)))
         b = len(particles)
         best = torch.full((b,), -2.0)

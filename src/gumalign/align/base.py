@@ -51,6 +51,7 @@ class Aligner(Protocol):
         reference_weights: np.ndarray,
         particles: np.ndarray,
         particle_weights: np.ndarray,
+        prior: "AlignmentResult | None" = None,
     ) -> AlignmentResult:
         """Align each particle to its reference.
 
@@ -60,6 +61,9 @@ class Aligner(Protocol):
             reference_weights: (B, N, N, N) or (1, N, N, N) centred observed-region weights of the references.
             particles: (B, N, N, N) float32 [z, y, x].
             particle_weights: (B, N, N, N) or (1, N, N, N) centred observed-region weights of the particles.
+            prior: B known poses (rotations A, shifts = -origin px; scores unused) a local search starts from; the
+                global methods (gumnet, ht, fa) search all of SO(3) and ignore it; 'local' starts there (None: the
+                identity and zero shift).
 
         Returns:
             An AlignmentResult with B rows.

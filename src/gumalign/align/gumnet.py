@@ -32,13 +32,8 @@ import numpy as np
 from gumalign.align.base import AlignmentResult
 from gumalign.errors import GumalignError
 from gumalign import weights as registry
+from gumalign.models.inputs import zscore
 from gumalign.weights import DEFAULT_MODEL
-
-
-def _zscore_torch(volumes):
-    mean = volumes.mean(dim=(-3, -2, -1), keepdim=True)
-    std = volumes.std(dim=(-3, -2, -1), keepdim=True, unbiased=False)
-    return (volumes - mean) / std.clamp_min(1e-12)
 
 
 class GumNetAligner:
@@ -160,7 +155,7 @@ class GumNetAligner:
         """Stream-'a' features of each reference pre-rotated by every start: (S, B, C, 6, 6, 6)."""
         from gumalign.geometry import transform_volumes
 
-        refs = _zscore_torch(references)
+        refs = zscore(references)
         out = []
         for start in self.starts:
             rotated = refs if bool(torch_is_identity(start)) else transform_volumes(refs, start[None])
@@ -246,8 +241,8 @@ class GumNetAligner:
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand(count, 3, 3)
         centred = transform_volumes(parts, eye, -shift)
         turned = transform_volumes(refs.expand(count, *refs.shape[1:]), rot)
-        f_a = self.model.features(_zscore_torch(turned), "a")
-        f_b = self.model.features(_zscore_torch(centred), "b")
+        f_a = self.model.features(zscore(turned), "a")
+        f_b = self.model.features(zscore(centred), "b")
         residual, _ = self.model.rigid(self.model.match(f_a, f_b))
         cand_rot = residual @ rot
         cand_shift, cand_score = translation_search(refs, ref_w, parts, part_w, cand_rot, self.max_shift)
@@ -265,7 +260,7 @@ class GumNetAligner:
         length = shifts.norm(dim=1, keepdim=True)
         return shifts * (self.max_shift / length.clamp_min(self.max_shift)).clamp(max=1.0)
 
-    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+    def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
         """Align each particle to its reference; see gumalign.align.base.Aligner for shapes and conventions."""
         import torch
 
@@ -283,7 +278,7 @@ class GumNetAligner:
                 stop = min(start + self.batch_size, n)
                 count = stop - start
                 parts = torch.as_tensor(particles[start:stop], device=self.device)
-                f_b = self.model.features(_zscore_torch(parts), "b")
+                f_b = self.model.features(zscore(parts), "b")
                 if shared:
                     f_starts = self._reference_features(references[0])
                     refs = torch.as_tensor(references[:1], device=self.device)

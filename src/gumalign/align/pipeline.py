@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from gumalign.align.base import AlignmentResult
+from gumalign.align.spec import AlignerSpec
 from gumalign.align.particles import check_images_exist, check_pixel_size, iter_particle_batches, weight_source_for
 from gumalign.errors import GumalignError
 from gumalign.io.atomic import refuse_overwriting_inputs
@@ -30,20 +30,6 @@ from gumalign.io.star import ParticleTable, write_star
 
 SCORE_COLUMN = "gumAlignScore"
 METHOD_COLUMN = "gumAlignMethod"
-
-
-@dataclass
-class AlignOptions:
-    """What `gumalign align` was asked to do (see the CLI for meanings)."""
-
-    method: str = "gumnet"
-    refine: bool = False
-    model: str | None = None
-    batch_size: int = 32
-    device: str = "auto"
-    tilt_range: tuple[float, float] | None = None
-    max_shift: float | None = None
-    max_frequency: float | None = None
 
 
 def partial_path(out: Path) -> Path:
@@ -62,20 +48,17 @@ def _fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _run_key(table: ParticleTable, reference_name: str, options: AlignOptions, device: str, inputs: list[Path]) -> dict:
-    """What must match for a partial file to be continued: the options that change results and the input files."""
+def _run_key(table: ParticleTable, reference_name: str, spec: AlignerSpec, tilt_range, inputs: list[Path]) -> dict:
+    """What must match for a partial file to be continued: the options that change results and the input files.
+
+    ``spec`` is on its resolved device (a CPU run is not continued on a GPU: the floats would differ)."""
     key = {
         "particles": str(table.name),
         "n": len(table),
         "reference": reference_name,
-        "method": options.method,
-        "refine": options.refine,
-        "model": options.model,
-        "batch_size": options.batch_size,
-        "device": device,
-        "tilt_range": list(options.tilt_range) if options.tilt_range else None,
-        "max_shift": options.max_shift,
-        "max_frequency": options.max_frequency,
+        **spec.record(),
+        "batch_size": spec.effective_batch_size,
+        "tilt_range": list(tilt_range) if tilt_range else None,
         "inputs": _fingerprint(inputs),
     }
     return json.loads(json.dumps(key))  # the form it takes when read back
@@ -158,6 +141,13 @@ def _drop_cut_line(path: Path) -> None:
             handle.truncate(end)
 
 
+def _prior(table: ParticleTable, default_pixel_size: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rotations (n, 3, 3), aligner shifts (n, 3) px = -origins) of a table with angles, else None."""
+    if not table.has_angles():
+        return None
+    return table.matrices(), -table.origins_px(default_pixel_size)
+
+
 def _check_box(path: Path, box: int) -> None:
     """Fail before any output if the particles' box differs from the reference's (first particle's header)."""
     import mrcfile
@@ -175,13 +165,21 @@ def align_table(
     table: ParticleTable,
     reference: Volume,
     out: Path,
-    options: AlignOptions,
+    spec: AlignerSpec,
     *,
+    tilt_range: tuple[float, float] | None = None,
     reference_name: str = "",
     resume: bool = False,
     progress: Callable[[int], None] = lambda n: None,
 ) -> ParticleTable:
     """Align every particle of ``table`` to ``reference`` and write the aligned STAR to ``out``.
+
+    Args:
+        spec: the aligner, on a resolved device (AlignerSpec.with_device); its batch size sets the batches read.
+        tilt_range: the wedge of particles without rlnCtfImage.
+
+    Particles with angles (and origins) in the STAR file pass them to the aligner as its prior: 'local' starts
+    there; the global methods ignore it.
 
     Returns:
         The aligned table (angles and origins in RELION's meaning, plus gumAlignScore and gumAlignMethod).
@@ -189,9 +187,6 @@ def align_table(
     Raises:
         GumalignError: box or voxel size mismatch, a missing image (before anything is written), unknown method.
     """
-    from gumalign.align.registry import get_aligner
-    from gumalign.devices import resolve_device
-
     if len(table) == 0:
         raise GumalignError(f"{table.name}: no particles to align")
     box = reference.data.shape[0]
@@ -202,26 +197,22 @@ def align_table(
     paths = table.image_paths()
     check_images_exist(paths, table.name)
     _check_box(paths[0], box)
-    weights = weight_source_for(table, box, options.tilt_range)
+    weights = weight_source_for(table, box, tilt_range)
     inputs = [Path(reference_name), Path(str(table.name)), *paths, *(weights.paths or [])]
-    if options.method == "gumnet":
+    if spec.method == "gumnet":
         from gumalign.weights import DEFAULT_MODEL, resolve_model
 
-        inputs.append(resolve_model(options.model or DEFAULT_MODEL)[0])
+        inputs.append(resolve_model(spec.model or DEFAULT_MODEL)[0])
     ppath = partial_path(out)
     refuse_overwriting_inputs([out, ppath], inputs)
 
-    device = resolve_device(options.device)
-    aligner = get_aligner(
-        options.method, refine=options.refine, device=str(device), batch_size=options.batch_size,
-        max_shift=options.max_shift,
-        **({"max_frequency": options.max_frequency} if options.refine else {}),  # --max-frequency limits --refine
-        **({"model": options.model} if options.model else {}),
-    )
+    aligner = spec.build()
+    batch_size = spec.effective_batch_size
     ref_batch = reference.data[None]
     ref_weight = np.ones((1, box, box, box), dtype=np.float32)
 
-    key = _run_key(table, reference_name, options, str(device), inputs)
+    key = _run_key(table, reference_name, spec, tilt_range, inputs)
+    prior = _prior(table, reference.voxel_size if reference.voxel_size > 0 else None)
     done: dict[int, np.ndarray] = {}
     resumed = resume and ppath.exists()
     if resumed:
@@ -234,9 +225,10 @@ def align_table(
         if not resumed:
             handle.write(json.dumps(key) + "\n")
         try:
-            for rows, volumes in iter_particle_batches(paths, todo, options.batch_size, box):
+            for rows, volumes in iter_particle_batches(paths, todo, batch_size, box):
                 part_w = weights.for_rows(rows)
-                result = aligner.align(ref_batch, ref_weight, volumes, part_w)
+                start = None if prior is None else AlignmentResult(prior[0][rows], prior[1][rows], np.zeros(len(rows)))
+                result = aligner.align(ref_batch, ref_weight, volumes, part_w, prior=start)
                 values = _result_values(result, rows, paths)
                 _append_partial(handle, rows, values)
                 for row, line in zip(rows, values):
@@ -253,11 +245,9 @@ def align_table(
     rotations = values[:, :9].reshape(-1, 3, 3)
     shifts_px = values[:, 9:12]
     scores = values[:, 12]
-    method_label = options.method + ("+refine" if options.refine else "")
     # Aligner shift s means particle ≈ shift(rotate(ref, A), s); RELION's origin is -s (in Å here).
-    aligned = table.with_alignment(
-        rotations, -shifts_px * pixel_sizes[:, None], **{SCORE_COLUMN: scores, METHOD_COLUMN: method_label}
-    )
+    origins_angst = -shifts_px * pixel_sizes[:, None]
+    aligned = table.with_alignment(rotations, origins_angst, **{SCORE_COLUMN: scores, METHOD_COLUMN: spec.label})
     try:
         write_star(aligned, out, box_size=box, default_pixel_size=reference.voxel_size or None)
     except OSError as exc:  # a full disk at the very end: the work is not lost

@@ -124,23 +124,61 @@ class RefiningAligner:
 
     Args:
         base: an object with the gumalign.align.base.Aligner ``align`` method.
-        device: where the refinement runs (the particles are moved there).
+        device: where the refinement runs (the particles are moved there): 'auto', 'cpu', 'cuda[:N]'.
         max_shift: longest shift (voxels) the refinement may reach (None: half the box).
         max_frequency: highest spatial frequency (cycles per box) the refinement's scores use (None: all).
+        steps_deg: the angular schedule (None: DEFAULT_STEPS_DEG).
     """
 
-    def __init__(self, base, device="cpu", max_shift: float | None = None, max_frequency: float | None = None):
+    def __init__(self, base, device="cpu", max_shift: float | None = None, max_frequency: float | None = None,
+                 steps_deg: tuple[float, ...] | None = None):
+        from gumalign.devices import resolve_device
+
         self.base = base
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.max_shift = max_shift
         self.max_frequency = max_frequency
+        self.steps_deg = tuple(steps_deg) if steps_deg else DEFAULT_STEPS_DEG
         self.name = f"{getattr(base, 'name', 'aligner')}+refine"
 
-    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
-        start = self.base.align(references, reference_weights, particles, particle_weights)
+    def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
+        start = self.base.align(references, reference_weights, particles, particle_weights, prior=prior)
         volumes = as_tensor(particles, self.device)
         return refine_alignment(
             references, reference_weights, volumes, particle_weights, start,
-            max_shift=self.max_shift, max_frequency=self.max_frequency,
+            max_shift=self.max_shift, max_frequency=self.max_frequency, steps_deg=self.steps_deg,
         )
 
+
+class LocalAligner:
+    """The local search alone (``--method local``), started from each particle's prior pose: the STAR file's
+    orientation in `align`, the previous round's in `average --iterations` and `cluster --ref-based`. Without a prior
+    it starts at the identity and zero shift, so it only finds poses near the reference's.
+
+    Args: as :class:`RefiningAligner` without ``base``; ``batch_size`` is accepted for the aligner specification
+    (the search itself runs on whatever batch it is given).
+    """
+
+    name = "local"
+
+    def __init__(self, device="auto", max_shift: float | None = None, max_frequency: float | None = None,
+                 steps_deg: tuple[float, ...] | None = None, batch_size: int = 32):
+        from gumalign.devices import resolve_device
+
+        self.device = resolve_device(device)
+        self.max_shift = max_shift
+        self.max_frequency = max_frequency
+        self.steps_deg = tuple(steps_deg) if steps_deg else DEFAULT_STEPS_DEG
+        self.batch_size = int(batch_size)
+
+    def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
+        volumes = as_tensor(particles, self.device)
+        count = volumes.shape[0]
+        if prior is None:
+            prior = AlignmentResult(np.tile(np.eye(3), (count, 1, 1)), np.zeros((count, 3)), np.zeros(count))
+        elif len(prior) != count:
+            raise ValueError(f"prior has {len(prior)} poses for {count} particles")
+        return refine_alignment(
+            references, reference_weights, volumes, particle_weights, prior,
+            max_shift=self.max_shift, max_frequency=self.max_frequency, steps_deg=self.steps_deg,
+        )

@@ -1,6 +1,8 @@
 """Aligners by name, so `align`, `average --iterations` and `cluster` take any method.
 
-Imports are lazy: naming a method does not load torch models or spherical-harmonic tables until it is used.
+Callers describe the aligner they want with gumalign.align.spec.AlignerSpec (where every default lives) and call its
+``build()``; :func:`get_aligner` is the constructor by name underneath it. Imports are lazy: naming a method does not
+load torch models or spherical-harmonic tables until it is used.
 """
 
 from __future__ import annotations
@@ -17,31 +19,37 @@ METHODS: dict[str, tuple[str, str, str]] = {
     ),
     "ht": ("gumalign.baselines.ht", "HTAligner", "H-T align (Xu, Beck & Alber 2012): fast rotational matching"),
     "fa": ("gumalign.baselines.fa", "FAAligner", "F&A align (Chen et al. 2013): FRM with alternating refinement"),
+    "local": (
+        "gumalign.align.refine", "LocalAligner",
+        "local search only, from each particle's current pose (the STAR file's, or the previous iteration's)",
+    ),
 }
 
 
-def get_aligner(name: str, refine: bool = False, **options):
-    """An aligner instance for ``name`` ('gumnet', 'ht', 'fa') built with ``options``.
+def get_aligner(name: str, refine: bool = False, refine_options: dict | None = None, **options):
+    """An aligner instance for ``name`` (a key of METHODS) constructed with exactly ``options``.
 
-    Options a method does not take are dropped, so callers can pass the common set (device, max_shift, ...).
-    ``refine``: wrap it in gumalign.align.refine.RefiningAligner (the method, then a local search); the option
-    ``max_frequency`` goes to the refinement only.
+    ``refine``: wrap it in gumalign.align.refine.RefiningAligner (the method, then a local search) with
+    ``refine_options`` (max_frequency, steps_deg) and the method's device and max_shift. An option the method does not
+    take is an error naming it, not silently dropped.
     """
+    if name not in METHODS:
+        raise GumalignError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     if refine:
         from gumalign.align.refine import RefiningAligner
 
-        max_frequency = options.pop("max_frequency", None)
+        if name == "local":
+            raise GumalignError("--refine follows a global method with the local search; --method local is that search")
+        extra = {k: v for k, v in (refine_options or {}).items() if v is not None}
         return RefiningAligner(
             get_aligner(name, **options), device=options.get("device", "cpu"), max_shift=options.get("max_shift"),
-            max_frequency=max_frequency,
+            **extra,
         )
-    if name not in METHODS:
-        raise GumalignError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     module_name, class_name, _ = METHODS[name]
     cls = getattr(importlib.import_module(module_name), class_name)
-    import inspect
-
-    accepted = inspect.signature(cls).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        options = {k: v for k, v in options.items() if k in accepted}
-    return cls(**options)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise GumalignError(f"--method {name}: {exc}".replace(f"{class_name}.__init__() ", "")) from None
+        raise

@@ -110,7 +110,7 @@ class BatchedAligner:
     device: torch.device
     batch_size: int
 
-    def align(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+    def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
         """Align each particle to its reference (gumalign.align.base.Aligner).
 
         Returns rotations A (RELION, reference -> particle), shifts (x, y, z) voxels and the wedge-constrained

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from gumalign.errors import GumalignError
-from gumalign.io.atomic import refuse_overwriting_inputs  # noqa: F401  (re-exported for the commands)
+from gumalign.io.atomic import check_output_file, check_output_folder, refuse_overwriting_inputs  # noqa: F401
 
 # Logs and progress go to stderr; data go to files (and parseable summaries to stdout).
 err_console = Console(stderr=True, highlight=False)
@@ -39,9 +39,6 @@ def handle_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from gumalign.memory import limit_heap_fragmentation
-
-        limit_heap_fragmentation()
         try:
             return func(*args, **kwargs)
         except GumalignError as exc:
@@ -66,9 +63,17 @@ def handle_errors(func: Callable) -> Callable:
 
 @contextmanager
 def progress_bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr with rate and ETA; yields ``advance(n)``. Silent with ``quiet``."""
+    """A rich progress bar on stderr with rate and ETA; yields ``advance(n)``. Silent with ``quiet``.
+
+    Without a terminal (a SLURM log, a pipe) a bar cannot redraw, so plain lines are printed instead: one at every
+    10% of the total and at least every PROGRESS_LINE_SECONDS, each with the count, rate and ETA.
+    """
     if quiet or not sys.stderr:
         yield lambda n=1: None
+        return
+    if not err_console.is_terminal:
+        with _progress_lines(description, total) as advance:
+            yield advance
         return
     from rich.progress import (
         BarColumn,
@@ -102,38 +107,76 @@ def progress_bar(description: str, total: int | None, quiet: bool = False) -> It
         yield advance
 
 
+PROGRESS_LINE_SECONDS = 30.0
+
+
+@contextmanager
+def _progress_lines(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Progress as log lines: 'align (fa): 40/100 (40%), 3.2/s, ETA 19 s'."""
+    import time
+
+    began = time.monotonic()
+    state = {"done": 0, "last_time": began, "last_decile": 0}
+
+    def line() -> str:
+        done, elapsed = state["done"], time.monotonic() - began
+        rate = done / elapsed if elapsed > 0 else 0.0
+        text = f"{description}: {done}"
+        if total:
+            text += f"/{total} ({100 * done / total:.0f}%)"
+        if rate > 0:
+            text += f", {rate:.2f}/s"
+            if total and done < total:
+                text += f", ETA {(total - done) / rate:.0f} s"
+        return text
+
+    def advance(n: int = 1) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        decile = int(10 * state["done"] / total) if total else 0
+        if decile > state["last_decile"] or now - state["last_time"] >= PROGRESS_LINE_SECONDS:
+            state["last_decile"], state["last_time"] = decile, now
+            err_console.print(line(), soft_wrap=True, markup=False, highlight=False)
+
+    yield advance
+    if total and state["last_decile"] < 10 and state["done"]:
+        err_console.print(line(), soft_wrap=True, markup=False, highlight=False)
+
+
 def info(message: str, quiet: bool = False) -> None:
     """A log line on stderr (silenced by --quiet)."""
     if not quiet:
         err_console.print(message, soft_wrap=True)
 
 
-def common_pixel_size(table, default: float | None) -> float:
-    """The one pixel size (Å) of every particle in ``table``; a GumalignError when they differ or none is known."""
-    import numpy as np
+def cli_runtime(device: str = "auto", threads: int | None = None, quiet: bool = False):
+    """The gumalign.ops.Runtime of a command: progress bars and log lines on stderr (silent with --quiet)."""
+    import functools
 
-    from gumalign.errors import GumalignError
+    from gumalign.ops.runtime import Runtime
 
-    sizes = table.pixel_sizes(default)
-    if not np.allclose(sizes, sizes[0], rtol=1e-4):
-        examples = sorted(set(sizes.tolist()))[:3]
-        raise GumalignError(f"{table.name}: particles have different pixel sizes ({examples} Å)")
-    return float(sizes[0])
+    return Runtime(device=device, threads=threads, progress=functools.partial(progress_bar, quiet=quiet),
+                   log=functools.partial(info, quiet=quiet))
 
 
-def aligner_options(device, max_shift: float | None, seed: int) -> dict:
-    """The common options passed to get_aligner (each method keeps those it takes); unset ones are left out.
+def print_summary(summary: dict, json_path: Path | None = None) -> None:
+    """The command's one machine-readable line on stdout, ``key=value ...`` (values without spaces), and with
+    ``json_path`` the same record as JSON (written atomically; '-' prints it on stdout instead of the line)."""
+    import json
 
-    The aligner keeps its own batch size (its memory use differs from averaging's)."""
-    options = {"device": str(device), "seed": seed}
-    if max_shift is not None:
-        options["max_shift"] = max_shift
-    return options
+    def text(value) -> str:
+        if isinstance(value, float):
+            return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.6g}"
+        return str(value).replace(" ", "_")
 
+    if json_path is not None and str(json_path) == "-":
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    typer.echo(" ".join(f"{key}={text(value)}" for key, value in summary.items()))
+    if json_path is not None:
+        from gumalign.io.atomic import write_text_atomic
 
-def sibling(path: Path, suffix: str, extension: str | None = None) -> Path:
-    """``avg.mrc`` -> ``avg{suffix}{extension or .mrc}`` in the same folder."""
-    return path.with_name(path.stem + suffix + (extension if extension is not None else path.suffix or ".mrc"))
+        write_text_atomic(Path(json_path), json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
 def os_error_line(exc: OSError) -> str:
@@ -149,45 +192,3 @@ def os_error_line(exc: OSError) -> str:
     if kept is not None:
         line += f"; kept {', '.join(map(str, kept)) or 'nothing'}; not written: {', '.join(map(str, exc.missing))}"
     return line
-
-
-def check_output_file(path: Path, option: str = "--out") -> None:
-    """Refuse, before any work, an output file path that is a folder, lies under a file, or in a folder that cannot
-    be written (read-only, permission denied)."""
-    path = Path(path)
-    if path.is_dir():
-        raise GumalignError(f"{option} {path}: is a folder; give a file name")
-    _check_writable_folder(path.parent, option, path)
-
-
-def check_output_folder(path: Path, option: str = "--out") -> None:
-    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise GumalignError(f"{option} {path}: exists and is not a folder")
-    _check_writable_folder(path if path.exists() else path.parent, option, path)
-
-
-def _check_writable_folder(folder: Path, option: str, target: Path) -> None:
-    folder = Path(folder) if str(folder) else Path(".")
-    existing = folder
-    while not existing.exists():  # the folders still to be created: check the nearest that exists
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise GumalignError(f"{option} {target}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise GumalignError(f"{option} {target}: cannot write into {existing} (read-only or permission denied)")
-
-
-def table_input_files(table) -> list[Path]:
-    """Every file a particle table names: its subtomograms and (rlnCtfImage) weights."""
-    files = list(table.image_paths()) if table.has("rlnImageName") else []
-    return files + list(table.weight_paths() or [])
-
-
-def require_particles(table, what: str) -> None:
-    """One line, exit 2, for a STAR file without particle rows."""
-    if len(table) == 0:
-        raise GumalignError(f"{table.name}: no particles to {what}")

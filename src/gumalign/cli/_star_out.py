@@ -33,18 +33,3 @@ OptimisationSet = Annotated[
         "--optimisation-set", help="Also write <out>_optimisation_set.star (RELION 5) naming the particles file."
     ),
 ]
-
-
-def prepare_output(table, star_version: str | None, tomograms: Path | None, optimisation_set: bool):
-    """``table`` set up to be written as asked; a GumalignError now (before any work) when it cannot be."""
-    if star_version is None and tomograms is None and not optimisation_set:
-        return table
-    return table.for_output(star_version, tomograms=tomograms, optimisation_set=optimisation_set)
-
-
-def report_notes(table, quiet: bool) -> None:
-    """Print the notes reading the table produced (angles wrapped, ...) on stderr."""
-    from gumalign.cli._common import info
-
-    for note in table.notes:
-        info(note, quiet)

@@ -10,12 +10,15 @@ Example usage:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional, Tuple
+from typing import Annotated, Optional
 
 import typer
 
-from gumalign.cli._common import handle_errors, info, progress_bar
-from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms, prepare_output, report_notes
+from gumalign.cli._common import cli_runtime, handle_errors, print_summary
+from gumalign.cli._options import (
+    AlignBatchSize, AngularStep, Device, JsonOut, MaxFrequency, MaxShift, Method, Quiet, Refine, Threads, TiltRange,
+)
+from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms
 
 
 @handle_errors
@@ -23,19 +26,16 @@ def command(
     ref: Annotated[Path, typer.Option("--ref", help="Reference volume (MRC), same box and voxel size as the particles.")],
     particles: Annotated[Path, typer.Option("--particles", help="RELION STAR file of 3D particles.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output STAR file (RELION 3.1).")],
-    method: Annotated[str, typer.Option(help="Alignment method: gumnet, ht or fa.")] = "gumnet",
-    refine: Annotated[bool, typer.Option("--refine", help="Local rotation/translation search after the method.")] = False,
+    method: Method = "gumnet",
+    refine: Refine = False,
     model: Annotated[Optional[str], typer.Option(help="Gum-Net model: a built-in name or a path.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Particles per batch.", min=1)] = 32,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    tilt_range: Annotated[
-        Optional[Tuple[float, float]],
-        typer.Option(help="Tilt range (degrees) for the wedge when the STAR has no rlnCtfImage."),
-    ] = None,
-    max_shift: Annotated[Optional[float], typer.Option(help="Largest shift searched, in voxels.", min=0)] = None,
-    max_frequency: Annotated[
-        Optional[float], typer.Option(help="Low-pass radius (cycles per box) used by --refine.", min=1)
-    ] = None,
+    batch_size: AlignBatchSize = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    tilt_range: TiltRange = None,
+    max_shift: MaxShift = None,
+    max_frequency: MaxFrequency = None,
+    angular_step: AngularStep = None,
     resume: Annotated[bool, typer.Option("--continue", help="Resume a killed run from its .partial file.")] = False,
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Use a --model file that has no record or does not match it.")
@@ -43,42 +43,20 @@ def command(
     star_version: StarVersion = None,
     tomograms: Tomograms = None,
     optimisation_set: OptimisationSet = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log output.")] = False,
+    json_out: JsonOut = None,
+    quiet: Quiet = False,
 ) -> None:
     """Align every particle to the reference and write their orientations and shifts in RELION's meaning
     (particle ≈ shift(rotate(reference, A), -origin)), keeping every input column and adding gumAlignScore."""
-    import time
+    from gumalign.align.spec import AlignerSpec
+    from gumalign.ops import AlignRequest, StarOutput, align
 
-    from gumalign.align.pipeline import AlignOptions, align_table, partial_path
-    from gumalign.align.registry import METHODS
-    from gumalign.cli._common import check_output_file, refuse_overwriting_inputs
-    from gumalign.errors import GumalignError
-    from gumalign.io.mrc import read_volume
-    from gumalign.io.star import read_star
-    from gumalign.weights import unverified_models_allowed
-
-    if method not in METHODS:
-        raise GumalignError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    check_output_file(out)
-    refuse_overwriting_inputs([out, partial_path(out)], [ref, particles])
-    reference = read_volume(ref)
-    table = prepare_output(read_star(particles), star_version, tomograms, optimisation_set)
-    report_notes(table, quiet)
-    options = AlignOptions(
-        method=method, refine=refine, model=model, batch_size=batch_size, device=device,
-        tilt_range=tuple(tilt_range) if tilt_range else None, max_shift=max_shift, max_frequency=max_frequency,
+    request = AlignRequest(
+        reference=ref, particles=particles, out=out,
+        aligner=AlignerSpec(method=method, refine=refine, model=model, max_shift=max_shift,
+                            max_frequency=max_frequency, angular_step_deg=angular_step, batch_size=batch_size),
+        tilt_range=tuple(tilt_range) if tilt_range else None, resume=resume, allow_unverified=allow_unverified,
+        star=StarOutput(star_version, tomograms, optimisation_set),
     )
-    start = time.perf_counter()
-    with unverified_models_allowed(allow_unverified), progress_bar(
-        f"align ({method}{'+refine' if refine else ''})", len(table), quiet
-    ) as advance:
-        aligned = align_table(
-            table, reference, out, options, reference_name=str(ref), resume=resume, progress=advance
-        )
-    elapsed = time.perf_counter() - start
-    scores = aligned.numeric("gumAlignScore")
-    info(
-        f"wrote {out}: {len(aligned)} particles, mean score {scores.mean():.4f}, "
-        f"{elapsed / max(len(aligned), 1):.3f} s per particle",
-        quiet,
-    )
+    report = align(request, cli_runtime(device, threads, quiet))
+    print_summary(report.summary(), json_out)

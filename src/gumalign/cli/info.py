@@ -12,7 +12,7 @@ from typing import Annotated, List
 
 import typer
 
-from gumalign.cli._common import err_console, handle_errors, out_console
+from gumalign.cli._common import cli_runtime, handle_errors, out_console
 
 
 @handle_errors
@@ -22,34 +22,22 @@ def command(
     ],
 ) -> None:
     """Describe MRC volumes (shape, voxel size, statistics) and particle files (flavour, columns, counts)."""
-    import numpy as np
+    from gumalign.ops.info import describe
 
-    from gumalign.errors import GumalignError
-    from gumalign.io.mrc import read_volume
-    from gumalign.io.star import read_star
-
+    runtime = cli_runtime("cpu")
     for path in files:
-        name = path.name.lower()
-        kind = name[:-3] if name.endswith(".gz") else name
-        if name.endswith((".star", ".tbl")):
-            table = read_star(path)
-            for note in table.notes:
-                err_console.print(note, soft_wrap=True)
-            px = table.pixel_sizes(default=0.0)
-            halves = table.half_sets()
+        d = describe(path, runtime)
+        if d["kind"] == "particles":
+            halves = "no" if d["half_sets"] is None else d["half_sets"]
             out_console.print(
-                f"{path}: {table.flavour_name} particle file, {len(table)} particles, "
-                f"pixel size {np.unique(np.round(px, 4)).tolist()} Å, "
-                f"orientations {'yes' if table.has_angles() else 'no'}, "
-                f"half sets {'no' if halves is None else np.bincount(halves, minlength=3)[1:].tolist()}"
+                f"{d['path']}: {d['flavour']} particle file, {d['particles']} particles, "
+                f"pixel size {d['pixel_sizes']} Å, orientations {'yes' if d['orientations'] else 'no'}, "
+                f"half sets {halves}", soft_wrap=True,
             )
-            out_console.print(f"  columns: {' '.join(map(str, table.particles.columns))}")
-        elif kind.endswith((".mrc", ".map", ".rec", ".mrcs", ".st", ".ali")):
-            vol = read_volume(path)
-            d = vol.data
-            out_console.print(
-                f"{path}: {d.shape[2]}×{d.shape[1]}×{d.shape[0]} (x×y×z) voxels of {vol.voxel_size:.3f} Å, "
-                f"mean {d.mean():.4g}, std {d.std():.4g}, min {d.min():.4g}, max {d.max():.4g}"
-            )
+            out_console.print(f"  columns: {' '.join(d['columns'])}", soft_wrap=True)
         else:
-            raise GumalignError(f"{path}: unknown file type (expected .mrc, .map, .rec (or .gz), .star or .tbl)")
+            x, y, z = d["shape_xyz"]
+            out_console.print(
+                f"{d['path']}: {x}×{y}×{z} (x×y×z) voxels of {d['voxel_size']:.3f} Å, mean {d['mean']:.4g}, "
+                f"std {d['std']:.4g}, min {d['min']:.4g}, max {d['max']:.4g}", soft_wrap=True,
+            )

@@ -17,16 +17,14 @@ Example usage:
 
 from __future__ import annotations
 
-import math
-import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
 
 import typer
 
-from gumalign.cli._common import check_output_folder as check_writable_folder
-from gumalign.cli._common import fail, handle_errors, info, out_console, progress_bar
+from gumalign.cli._common import cli_runtime, fail, handle_errors, out_console, print_summary
+from gumalign.cli._options import JsonOut, Quiet
 
 
 class WeightingChoice(str, Enum):
@@ -88,7 +86,8 @@ def command(
     list_structures: Annotated[
         bool, typer.Option("--list-structures", help="List the built-in templates and exit.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No log output or progress bar.")] = False,
+    json_out: JsonOut = None,
+    quiet: Quiet = False,
 ) -> None:
     """Simulate subtomograms (or the seed's s_a/s_b pairs) with ground-truth orientations and shifts."""
     if list_structures:
@@ -98,104 +97,17 @@ def command(
         raise fail("give at least one --structure (a model file, a map or builtin:NAME; see --list-structures)")
     if out is None:
         raise fail("--out is required")
-    if ctf_images and pairs:
-        raise fail("--ctf-images writes particles' 3D CTFs; the seed's pairs (--pairs) have none")
-    _validate(n=n, snr=snr, box=box, voxel_size=voxel_size, resolution=resolution, tilt_range=tilt_range,
-              tilt_step=tilt_step, max_shift=max_shift, jobs=jobs)
+    from gumalign.ops.simulate import SimulateRequest, simulate
 
-    import torch
-
-    from gumalign.simulate.dataset import SimulationPlan, check_output_folder, write_dataset
-    from gumalign.simulate.imaging import ImagingParams
-    from gumalign.simulate.structures import load_structure
-
-    torch.set_num_threads(1)  # parallelism comes from --jobs worker threads
-    weights = "mass" if weighting == WeightingChoice.mass else "atomic_number"
-    loaded = [load_structure(spec, box=box, voxel_size=voxel_size, resolution=resolution, weighting=weights)
-              for spec in structure]
-    _make_names_unique(loaded)
-    for item in loaded:
-        if item.radius_voxels is not None and item.radius_voxels + max_shift > box / 2 - 0.5:
-            info(f"note: {item.name} reaches {item.radius_voxels:.1f} voxels from its centre; with shifts up to "
-                 f"{max_shift:g} some particles are cut by the box edge", quiet)
-
-    params = ImagingParams(
-        voltage_kv=voltage, defocus_um=defocus, cs_mm=cs, amplitude_contrast=amplitude_contrast,
-        envelope_sigma=envelope_sigma, mtf_sigma=mtf_sigma, ctf=not no_ctf, mtf=not no_mtf,
-        noise_mtf=noise_mtf,
+    request = SimulateRequest(
+        structures=tuple(structure), out=out, n=n, snr=snr, tilt_range=tuple(tilt_range), tilt_step=tilt_step,
+        max_shift=max_shift, box=box, voxel_size=voxel_size, resolution=resolution, weighting=weighting.value,
+        no_ctf=no_ctf, no_mtf=no_mtf, noise_mtf=noise_mtf, defocus=defocus, voltage=voltage, cs=cs,
+        amplitude_contrast=amplitude_contrast, envelope_sigma=envelope_sigma, mtf_sigma=mtf_sigma, pairs=pairs,
+        ctf_images=ctf_images, seed=seed, jobs=jobs, overwrite=overwrite,
     )
-    plan = SimulationPlan(
-        structures=loaded, n=n, snr=None if math.isinf(snr) else snr, tilt_range=tuple(tilt_range),
-        tilt_step=tilt_step, max_shift=max_shift, params=params, seed=seed, pairs=pairs, command="",
-        ctf_images=ctf_images,
-    )
-    plan.command = _command_line(dict(
-        structure=structure, out=out, n=n, snr=snr, tilt_range=tilt_range, tilt_step=tilt_step, max_shift=max_shift,
-        box=box, voxel_size=voxel_size, resolution=resolution, weighting=weighting.value, no_ctf=no_ctf,
-        no_mtf=no_mtf, noise_mtf=noise_mtf, defocus=defocus, voltage=voltage, cs=cs, amplitude_contrast=amplitude_contrast,
-        envelope_sigma=envelope_sigma, mtf_sigma=mtf_sigma, pairs=pairs, seed=seed, jobs=jobs,
-        ctf_images=ctf_images,
-    ))
-    check_output_folder(out, overwrite)
-    check_writable_folder(out)
-    what = "pairs" if pairs else "particles"
-    with progress_bar(f"simulating {what}", total=n, quiet=quiet) as advance:
-        write_dataset(plan, out, jobs=jobs, overwrite=overwrite, progress=advance)
-    star = out / ("pairs.star" if pairs else "particles.star")
-    info(f"wrote {n} {what} of {', '.join(s.name for s in loaded)} ({box}³, {voxel_size:g} Å, SNR "
-         f"{'none' if math.isinf(snr) else f'{snr:g}'}) to {out}/; ground truth in {star}", quiet)
-
-
-def _validate(*, n, snr, box, voxel_size, resolution, tilt_range, tilt_step, max_shift, jobs) -> None:
-    """Refuse bad option values with one line and exit status 2."""
-    if n < 1:
-        raise fail(f"--n must be at least 1, got {n}")
-    if math.isnan(snr) or snr <= 0:
-        raise fail(f"--snr must be positive (inf for no noise), got {snr:g}")
-    if box < 8:
-        raise fail(f"--box must be at least 8, got {box}")
-    if not voxel_size > 0:
-        raise fail(f"--voxel-size must be positive, got {voxel_size:g}")
-    if not resolution > 0:
-        raise fail(f"--resolution must be positive, got {resolution:g}")
-    lo, hi = tilt_range
-    if not -90 <= lo <= hi <= 90:
-        raise fail(f"--tilt-range must satisfy -90 <= min <= max <= 90, got {lo:g} {hi:g}")
-    if not tilt_step > 0:
-        raise fail(f"--tilt-step must be positive, got {tilt_step:g}")
-    if not 0 <= max_shift <= box / 2:
-        raise fail(f"--max-shift must be between 0 and half the box ({box // 2}), got {max_shift:g}")
-    if jobs < 1:
-        raise fail(f"--jobs must be at least 1, got {jobs}")
-
-
-def _make_names_unique(structures) -> None:
-    seen: dict[str, int] = {}
-    for item in structures:
-        count = seen.get(item.name, 0) + 1
-        seen[item.name] = count
-        if count > 1:
-            item.name = f"{item.name}_{count}"
-
-
-def _command_line(settings: dict) -> str:
-    """The full command with every setting spelled out, so rerunning it reproduces the data exactly."""
-    parts = ["gumalign", "simulate"]
-    for spec in settings["structure"]:
-        parts += ["--structure", spec]
-    parts += ["--n", str(settings["n"]), "--snr", f"{settings['snr']:g}"]
-    parts += ["--tilt-range", f"{settings['tilt_range'][0]:g}", f"{settings['tilt_range'][1]:g}"]
-    for option in ("tilt_step", "max_shift", "box", "voxel_size", "resolution"):
-        parts += ["--" + option.replace("_", "-"), f"{settings[option]:g}"]
-    parts += ["--weighting", settings["weighting"]]
-    for flag in ("no_ctf", "no_mtf", "noise_mtf", "pairs", "ctf_images"):
-        if settings[flag]:
-            parts.append("--" + flag.replace("_", "-"))
-    for option in ("defocus", "voltage", "cs", "amplitude_contrast", "envelope_sigma", "mtf_sigma"):
-        parts += ["--" + option.replace("_", "-"), f"{settings[option]:g}"]
-    # --jobs is left out: it does not change the output.
-    parts += ["--seed", str(settings["seed"]), "--out", str(settings["out"])]
-    return shlex.join(parts)
+    report = simulate(request, cli_runtime("cpu", None, quiet))
+    print_summary(report.summary(), json_out)
 
 
 def _print_builtins() -> None:

@@ -24,7 +24,9 @@ from typing import Annotated, List, Optional, Tuple
 
 import typer
 
-from gumalign.cli._common import err_console, handle_errors, info
+from gumalign.cli._common import cli_runtime, handle_errors, print_summary
+from gumalign.architectures import arch_help_text
+from gumalign.cli._options import JsonOut
 
 
 def _split_list(values: list[str] | None) -> list[str]:
@@ -72,9 +74,7 @@ def command(
     ] = None,
     arch: Annotated[
         Optional[str],
-        typer.Option(help="Architecture: gumnet, gumnet-compact, mp, ap, sc, or a one-pass full-SO(3) head: "
-                          "gumnet-so3 (anchors), gumnet-so3-mh (hypotheses), their -small variants "
-                          "(default gumnet-compact; gumnet-so3 with --supervised)."),
+        typer.Option(help="Architecture (default gumnet-compact; gumnet-so3 with --supervised). " + arch_help_text()),
     ] = None,
     supervised: Annotated[
         bool,
@@ -123,263 +123,37 @@ def command(
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: all available cores).", min=1)] = None,
+    json_out: JsonOut = None,
     seed: Annotated[int, typer.Option(help="Seed for the initialisation, data split, order and simulation.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log output.")] = False,
 ) -> None:
     """Train a Gum-Net model without labels and write it to --out (model.safetensors + model.json + loss.png)."""
-    import os
     import shlex
     import sys
-    import time
 
-    import torch
+    from gumalign.ops.train import TrainRequest, train
 
-    from gumalign import __version__
-    from gumalign.devices import resolve_device
+    request = TrainRequest(
+        out=out, particles=particles, ref=ref, pairs=pairs, simulate=tuple(_split_list(simulate)),
+        snrs=tuple(_parse_snrs(snr)), n_pairs=n_pairs, voxel_size=voxel_size, max_shift=max_shift,
+        max_angle=max_angle, tilt_range=tuple(tilt_range) if tilt_range else None, arch=arch, supervised=supervised,
+        blobs=blobs, voxel_sizes=_parse_voxel_sizes(voxel_sizes), data_cache=data_cache,
+        max_cpu_minutes=max_cpu_minutes, max_minutes=max_minutes, init=init, epochs=epochs, batch_size=batch_size,
+        lr=lr, decay=decay, val_fraction=val_fraction, shift_search=shift_search, resume=resume,
+        allow_unverified=allow_unverified, seed=seed,
+        # The record names the command that made the model (a resumed run's as if it had not been interrupted).
+        command=shlex.join(["gumalign"] + [a for a in sys.argv[1:] if a != "--resume"]),
+    )
+    report = train(request, cli_runtime(device, threads, quiet))
+    print_summary(report.summary(), json_out)
+
+
+def _parse_voxel_sizes(text: str | None) -> tuple[float, ...] | None:
     from gumalign.errors import GumalignError
-    from gumalign.models.gumnet import ARCHITECTURES, build_model, parameter_count
-    from gumalign.train.data import load_templates, pairs_from_pairs_star, pairs_from_particles, simulated_pairs
-    from gumalign.train.loop import CHECKPOINT_DIR, TrainOptions, plot_history
-    from gumalign.io.atomic import atomic_outputs
-    from gumalign.weights import load_model, resolve_model, save_model
 
-    sources = [particles is not None or ref is not None, pairs is not None, bool(simulate) or blobs > 0]
-    if sum(sources) != 1:
-        raise GumalignError("give exactly one data source: --particles with --ref, --pairs, or --simulate")
-    if (particles is None) != (ref is None):
-        raise GumalignError("--particles and --ref go together")
-    if arch is not None and arch not in ARCHITECTURES:
-        raise GumalignError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    from gumalign.cli._common import check_output_folder, refuse_overwriting_inputs
-    from gumalign.train.checkpoint import has_checkpoint, read_checkpoint_state
-
-    checkpoint = out / CHECKPOINT_DIR
-    if resume and not has_checkpoint(checkpoint):
-        raise GumalignError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/state.json); run without --resume")
-    if not resume and has_checkpoint(checkpoint):
-        raise GumalignError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
-    if resume:
-        done_epochs = int(read_checkpoint_state(checkpoint).get("epoch", 0))
-        if epochs < done_epochs:
-            raise GumalignError(
-                f"{out}: the checkpoint has {done_epochs} epochs already; --epochs counts all of them, so give "
-                f"--epochs {done_epochs} or more"
-            )
-    check_output_folder(out)
-    outputs = [out / "loss.png", out / "model.safetensors", out / "model.json"]
-    init_files = [resolve_model(init)[0]] if init is not None else []
-    refuse_overwriting_inputs(outputs, [particles, ref, pairs, *init_files])
-
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads or available)
-    torch_device = resolve_device(device)
-
-    # Data.
-    began = time.monotonic()
-    if pairs is not None:
-        data = pairs_from_pairs_star(pairs)
-    elif particles is not None:
-        from gumalign.align.particles import check_pixel_size
-        from gumalign.io.mrc import read_volume
-        from gumalign.io.star import read_star
-
-        check_pixel_size(read_star(particles), read_volume(ref), str(ref))  # as `align` refuses it
-        data = pairs_from_particles(particles, ref, tuple(tilt_range) if tilt_range else None)
-    elif supervised or blobs or voxel_sizes or data_cache:
-        data = _simulated_training_data(
-            simulate, blobs, voxel_sizes, voxel_size, snr, n_pairs, seed, tilt_range, max_shift, max_angle,
-            threads or available, supervised, data_cache, quiet,
-        )
-    else:
-        snrs = _parse_snrs(snr)
-        if not snrs:
-            raise GumalignError("--simulate needs at least one --snr")
-        info(f"simulating {n_pairs} pairs from {len(_split_list(simulate))} structure(s) at SNR {snrs}", quiet)
-        templates = load_templates(_split_list(simulate), box=32, voxel_size=voxel_size)
-        data = simulated_pairs(
-            templates, snrs, n_pairs, seed, tilt_range_b=tuple(tilt_range) if tilt_range else (-60.0, 60.0),
-            max_shift=max_shift, voxel_size=voxel_size, max_angle=max_angle, jobs=threads or available,
-        )
-    if supervised and not data.has_truth:
-        raise GumalignError("--supervised needs ground-truth orientations (simulated pairs, or STAR files with angles)")
-    train_set, val_set = data.split(val_fraction, seed)
-    info(
-        f"{len(train_set)} training and {len(val_set)} validation pairs of {data.box}³"
-        f"{' with ground truth (reported, not used in the loss)' if data.has_truth else ''} "
-        f"({time.monotonic() - began:.0f} s)",
-        quiet,
-    )
-
-    # Model.
-    init_record = None
-    if init is not None:
-        model, init_record = load_model(init, "cpu", allow_unverified=allow_unverified)
-        if arch is not None and arch != model.config.arch:
-            raise GumalignError(f"--init {init} is a {model.config.arch!r} model, not --arch {arch!r}")
-    else:
-        model = build_model(arch or ("gumnet-so3" if supervised else "gumnet-compact"), seed=seed)
-    if data.box != model.config.box:
-        raise GumalignError(f"Gum-Net takes {model.config.box}³ volumes; the training data are {data.box}³")
-    info(
-        f"{model.config.arch}: {parameter_count(model):,} parameters on {torch_device}"
-        f"{f' ({torch.get_num_threads()} threads)' if torch_device.type == 'cpu' else ''}",
-        quiet,
-    )
-
-    options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, seed=seed, shift_search=shift_search,
-        supervised=supervised, max_cpu_seconds=None if max_cpu_minutes is None else 60.0 * max_cpu_minutes,
-        max_wall_seconds=None if max_minutes is None else 60.0 * max_minutes - (time.monotonic() - began),
-    )
-    steps_per_epoch = -(-len(train_set) // batch_size)
-    history = _run_with_progress(
-        model, train_set, val_set, options, out, torch_device, resume, steps_per_epoch, quiet
-    )
-
-    # Outputs.
-    last_val = history[-1]["val"] or {}
-    record = {
-        "name": out.name,
-        "description": f"Gum-Net ({model.config.arch}) trained by `gumalign train`",
-        "box": data.box,
-        "voxel_size": data.voxel_size,
-        "wedge": _wedge_description(data.description),
-        "training": {
-            "command": shlex.join(["gumalign"] + [a for a in sys.argv[1:] if a != "--resume"]),
-            "data": data.description,
-            "pairs_train": len(train_set),
-            "pairs_val": len(val_set),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "decay": decay,
-            "seed": seed,
-            "shift_search": shift_search,
-            "supervised": supervised,
-            "epochs_done": len(history),
-            "init": init_record.get("name", init) if init_record else None,
-            "device": str(torch_device),
-            "gumalign_version": __version__,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "history": history,
-        },
-        "validation": last_val,
-    }
-    # All three or none: a full disk here leaves the checkpoint, and `--resume` writes them again.
-    with atomic_outputs(outputs) as tmp:
-        plot_history(history, tmp[out / "loss.png"])
-        save_model(model, record, tmp[out / "model.json"].parent)
-    weights = out / "model.safetensors"
-    info(f"wrote {weights} and {out / 'model.json'}, {out / 'loss.png'}", quiet)
-    if "rotation_error" in last_val:
-        info(_errors_line("validation", last_val), quiet)
-
-
-def _simulated_training_data(
-    simulate, blobs, voxel_sizes, voxel_size, snr, n_pairs, seed, tilt_range, max_shift, max_angle, jobs, supervised,
-    data_cache, quiet,
-):
-    """Pairs from gumalign.train.data.simulated_training_pairs (built-ins at several voxel sizes, blobs, symmetry
-    mates for --supervised), read from / written to ``data_cache`` when given."""
-    import json
-
-    from gumalign.errors import GumalignError
-    from gumalign.train.data import load_pairset, save_pairset, simulated_training_pairs
-
-    snrs = _parse_snrs(snr)
-    if not snrs:
-        raise GumalignError("--simulate needs at least one --snr")
+    if not text:
+        return None
     try:
-        sizes = [float(v) for v in voxel_sizes.split(",")] if voxel_sizes else [float(voxel_size)]
+        return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise GumalignError(f"--voxel-sizes {voxel_sizes!r} is not a comma-separated list of numbers") from None
-    if any(v <= 0 for v in sizes):
-        raise GumalignError("--voxel-sizes must be positive")
-    options = dict(
-        structures=_split_list(simulate), snrs=snrs, n_pairs=n_pairs, seed=seed, voxel_sizes=sizes, blobs=blobs,
-        tilt_range_b=list(tilt_range) if tilt_range else [-60.0, 60.0], max_shift=max_shift, max_angle=max_angle,
-        with_mates=bool(supervised),
-    )
-    key = json.dumps(options, sort_keys=True)
-    if data_cache is not None:
-        cached = load_pairset(data_cache, key)
-        if cached is not None:
-            info(f"read {len(cached)} simulated pairs from {data_cache}", quiet)
-            return cached
-    info(f"simulating {n_pairs} pairs from {len(options['structures'])} structure(s) at {sizes} Å and {blobs} "
-         f"blob(s) at SNR {snrs}", quiet)
-    data = simulated_training_pairs(
-        options["structures"], snrs, n_pairs, seed, voxel_sizes=sizes, blobs=blobs,
-        tilt_range_b=tuple(options["tilt_range_b"]), max_shift=max_shift, max_angle=max_angle, jobs=jobs,
-        with_mates=bool(supervised),
-    )
-    if data_cache is not None:
-        save_pairset(data, data_cache, key)
-        info(f"kept the pairs in {data_cache}", quiet)
-    return data
-
-
-def _wedge_description(description: dict) -> str:
-    """The missing wedges of the training data in words, for the model record."""
-    if description.get("source") == "simulated":
-        lo, hi = description["tilt_range_b"]
-        return f"s_a: none (tilts -90..90); s_b: tilts {lo:g}..{hi:g} ({90 - max(abs(lo), abs(hi)):g}° wedge), tilt axis y"
-    if description.get("source") == "particles":
-        return f"particles: {description.get('weights')}; reference: none"
-    return "per pair, from rlnCtfImage and gumPairReferenceWeight"
-
-
-def _errors_line(label: str, summary: dict) -> str:
-    text = (
-        f"{label}: loss {summary['loss']:.4f}, rotation error {summary['rotation_error']['mean']:.3f} "
-        f"± {summary['rotation_error']['std']:.3f}, translation error {summary['translation_error']['mean']:.2f} "
-        f"± {summary['translation_error']['std']:.2f} voxels"
-    )
-    sym = summary.get("rotation_error_symmetry_aware")
-    if sym:
-        text += (f"; symmetry-aware rotation error {sym['mean']:.3f} (median {sym['median']:.3f}, "
-                 f"{100 * sym['within_15deg']:.0f}% within 15°, {100 * sym['within_30deg']:.0f}% within 30°)")
-    for value, stats in (summary.get("per_snr") or {}).items():
-        text += (
-            f"\n  SNR {value}: rotation {stats['rotation_error']['mean']:.3f}, "
-            f"translation {stats['translation_error']['mean']:.2f} (n={stats['n']})"
-        )
-        if stats.get("rotation_error_symmetry_aware"):
-            text += f", symmetry-aware {stats['rotation_error_symmetry_aware']['mean']:.3f}"
-    return text
-
-
-def _run_with_progress(model, train_set, val_set, options, out, device, resume, steps_per_epoch, quiet):
-    """train_model under a rich progress bar showing the running loss; one log line per epoch."""
-    from gumalign.train.loop import train_model
-
-    if quiet:
-        return train_model(model, train_set, val_set, options, out, device, resume=resume)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=err_console) as progress:
-        task = progress.add_task("epoch", total=steps_per_epoch, loss="-")
-        running = {"sum": 0.0, "n": 0}
-
-        def on_batch(epoch: int, done: int, loss: float) -> None:
-            if done == 1:
-                running.update(sum=0.0, n=0)
-                progress.reset(task, total=steps_per_epoch, description=f"epoch {epoch + 1}/{options.epochs}", loss="-")
-            running["sum"] += loss
-            running["n"] += 1
-            progress.update(task, completed=done, loss=f"{running['sum'] / running['n']:.4f}")
-
-        def on_epoch(entry: dict) -> None:
-            line = f"epoch {entry['epoch']}/{options.epochs} ({entry['seconds']:.0f} s): train loss {entry['train_loss']:.4f}"
-            if entry["val"]:
-                line += f"; {_errors_line('validation', entry['val'])}" if "rotation_error" in entry["val"] else (
-                    f"; validation loss {entry['val']['loss']:.4f}")
-            progress.console.print(line, soft_wrap=True)
-
-        return train_model(
-            model, train_set, val_set, options, out, device, resume=resume, on_batch=on_batch, on_epoch=on_epoch
-        )
+        raise GumalignError(f"--voxel-sizes {text!r} is not a comma-separated list of numbers") from None

@@ -130,3 +130,33 @@ def refuse_overwriting_inputs(outputs, inputs) -> None:
             hit = by_name.get(os.path.realpath(out))
         if hit is not None:
             raise GumalignError(f"{out}: this output would overwrite the input file {hit}; choose another --out")
+
+
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output file path that is a folder, lies under a file, or in a folder that cannot
+    be written (read-only, permission denied)."""
+    path = Path(path)
+    if path.is_dir():
+        raise GumalignError(f"{option} {path}: is a folder; give a file name")
+    _check_writable_folder(path.parent, option, path)
+
+
+def check_output_folder(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GumalignError(f"{option} {path}: exists and is not a folder")
+    _check_writable_folder(path if path.exists() else path.parent, option, path)
+
+
+def _check_writable_folder(folder: Path, option: str, target: Path) -> None:
+    folder = Path(folder) if str(folder) else Path(".")
+    existing = folder
+    while not existing.exists():  # the folders still to be created: check the nearest that exists
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise GumalignError(f"{option} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GumalignError(f"{option} {target}: cannot write into {existing} (read-only or permission denied)")

@@ -33,6 +33,8 @@ import json
 from dataclasses import dataclass
 
 import torch
+
+from gumalign.architectures import ARCH_HELP  # noqa: F401  (the names' one description)
 from torch import nn
 
 from gumalign.errors import GumalignError
@@ -148,20 +150,6 @@ ARCHITECTURES: dict[str, GumNetConfig] = {
         "gumnet-so3-tiny", feature_channels=(4, 8, 8, 16, 16), head_channels=16, fc_units=32, bn_momentum=0.1,
         head="anchors", anchors="icosahedral", n_anchors=60,
     ),
-}
-ARCH_HELP = {
-    "gumnet": "Gum-Net as published (about 110 M parameters, 440 MB)",
-    "gumnet-compact": "same principles, half-width features and a narrow head (shipped; CPU-trainable)",
-    "gumnet-compact-local": "gumnet-compact with rotation-vector outputs within 60° (shipped; run from 60 starts)",
-    "mp": "ablation: max pooling instead of spectral pooling",
-    "ap": "ablation: average pooling instead of spectral pooling",
-    "sc": "ablation: single correlation map c_ab",
-    "gumnet-tiny": "a toy size for tests and smoke runs",
-    "gumnet-so3": "one pass over all of SO(3): 60 icosahedral anchors, a score and a 6D residual each (compact widths)",
-    "gumnet-so3-mh": "one pass over all of SO(3): 4 free 6D rotation hypotheses with confidences (compact widths)",
-    "gumnet-so3-small": "gumnet-so3 at half the compact widths (CPU-budget comparisons)",
-    "gumnet-so3-mh-small": "gumnet-so3-mh at half the compact widths (CPU-budget comparisons)",
-    "gumnet-so3-tiny": "a toy gumnet-so3 for tests",
 }
 
 

@@ -1,0 +1,125 @@
+"""One aligner specification: the only place an aligner's options and their defaults live.
+
+`align`, `average --iterations`, `cluster`, the benchmarks and Python callers describe the aligner they want as an
+:class:`AlignerSpec` and call :meth:`AlignerSpec.build`; the spec turns its fields into each method's constructor
+arguments explicitly (no signature filtering), so an option either reaches the method or is refused with one line.
+
+Defaults (the same for every command):
+    max_shift: None = half the box, for every method (F&A's constructor alone would otherwise apply the seed's 16,
+        which equals half of the paper's 32³ box).
+    batch_size: None = the method's own (METHOD_BATCH_SIZES): memory per particle differs by method, not by command.
+    angular_step_deg: None = the method's own sampling: H-T's 5° (spherical-harmonic degree 36 samples each Euler
+        angle at 180°/36), refine's 6° → 3° → 1.5° schedule; Gum-Net and F&A have no step (the network answers
+        directly; F&A's grid follows its bandwidth) and refuse one.
+    max_frequency: None = every shell; reaches --refine (and 'local') only; H-T and F&A keep the seed's band of 8.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from gumalign.errors import GumalignError
+
+METHOD_BATCH_SIZES = {"gumnet": 32, "ht": 8, "fa": 8, "local": 32}
+# H-T's default spherical-harmonic degree; its SO(3) FFT samples each Euler angle at 180°/degree.
+HT_DEFAULT_DEGREE = 36
+STEP_METHODS = ("ht", "local")
+
+
+@dataclass(frozen=True)
+class AlignerSpec:
+    """What aligner to build. See the module docstring for the defaults.
+
+    Attributes:
+        method: 'gumnet', 'ht', 'fa' (global searches) or 'local' (a local search from the prior pose).
+        refine: follow the method with the local search (gumalign.align.refine), which can only raise scores.
+        model: Gum-Net model (built-in name or path); None = the shipped default. Gum-Net only.
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        max_shift: longest shift in voxels the aligner may report; None = half the box.
+        max_frequency: highest frequency (cycles per box) the local search scores; None = all.
+        angular_step_deg: angular sampling of H-T and of the local search; None = the method's own.
+        batch_size: particles per aligner call; None = METHOD_BATCH_SIZES[method].
+    """
+
+    method: str = "gumnet"
+    refine: bool = False
+    model: str | None = None
+    device: str = "auto"
+    max_shift: float | None = None
+    max_frequency: float | None = None
+    angular_step_deg: float | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from gumalign.align.registry import METHODS
+
+        if self.method not in METHODS:
+            raise GumalignError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.model is not None and self.method != "gumnet":
+            raise GumalignError(f"--model names a Gum-Net model; --method {self.method} takes none")
+        if self.max_shift is not None and not self.max_shift >= 0:
+            raise GumalignError(f"--max-shift must be >= 0, got {self.max_shift}")
+        if self.max_frequency is not None and not self.max_frequency >= 1:
+            raise GumalignError(f"--max-frequency must be >= 1 cycle per box, got {self.max_frequency}")
+        if self.angular_step_deg is not None:
+            if not 0 < self.angular_step_deg <= 90:
+                raise GumalignError(f"--angular-step must be in (0, 90] degrees, got {self.angular_step_deg}")
+            if self.method not in STEP_METHODS and not self.refine:
+                raise GumalignError(
+                    f"--angular-step sets the sampling of {' and '.join(STEP_METHODS)} and of --refine; "
+                    f"--method {self.method} has none"
+                )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise GumalignError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+    @property
+    def label(self) -> str:
+        """'fa', 'gumnet+refine', ...: what the STAR file's gumAlignMethod column records."""
+        return self.method + ("+refine" if self.refine else "")
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size if self.batch_size is not None else METHOD_BATCH_SIZES[self.method]
+
+    def with_device(self, device) -> "AlignerSpec":
+        """The same spec on a resolved device (a torch.device or its name)."""
+        return replace(self, device=str(device))
+
+    def refine_steps_deg(self) -> tuple[float, ...] | None:
+        """The local search's schedule: step, step/2, step/4 (None: refine's own default)."""
+        if self.angular_step_deg is None:
+            return None
+        return tuple(self.angular_step_deg / 2**i for i in range(3))
+
+    def method_options(self) -> dict:
+        """The keyword arguments of the method's constructor (gumalign.align.registry.METHODS), explicitly."""
+        options: dict = {"device": self.device, "batch_size": self.effective_batch_size, "max_shift": self.max_shift}
+        if self.method == "gumnet":
+            if self.model is not None:
+                options["model"] = self.model
+        elif self.method == "ht":
+            if self.angular_step_deg is not None:
+                options["sh_degree"] = int(math.ceil(180.0 / self.angular_step_deg))
+        elif self.method == "local":
+            options["max_frequency"] = self.max_frequency
+            options["steps_deg"] = self.refine_steps_deg()
+        return options
+
+    def build(self):
+        """The aligner this spec describes (an object with gumalign.align.base.Aligner's ``align``)."""
+        from gumalign.align import registry
+
+        return registry.get_aligner(
+            self.method, refine=self.refine, refine_options=self.refine_options(), **self.method_options()
+        )
+
+    def refine_options(self) -> dict:
+        """What --refine passes to gumalign.align.refine.RefiningAligner (empty without --refine)."""
+        if not self.refine:
+            return {}
+        return {"max_frequency": self.max_frequency, "steps_deg": self.refine_steps_deg()}
+
+    def record(self) -> dict:
+        """Every field, JSON-ready (for run keys and provenance)."""
+        return asdict(self)
