@@ -59,7 +59,7 @@ QUICK_STRUCTURES = ("spliceosome",)
 QUICK_N = 3
 # --quick shortens --refine to one round at 6° (27 candidate rotations instead of up to 243): the rows still go through
 # refine_alignment, at a tenth of the cost. The full run uses refine_alignment's own schedule.
-QUICK_REFINE = {"steps_deg": (6.0,), "max_rounds_per_step": 1}
+QUICK_REFINE = {"angular_step_deg": 6.0, "local_levels": 1, "local_rounds": 1}
 BASE_METHODS = ("ht", "fa", "mp", "ap", "sc", "gumnet")  # the seed's row order
 CLASSICAL = ("ht", "fa")
 ABLATIONS = {"mp": {"pooling": "max"}, "ap": {"pooling": "avg"}, "sc": {"siamese": False}}
@@ -165,7 +165,7 @@ class Method:
     Attributes:
         key: 'ht', 'fa', 'gumnet', 'mp', 'ap' or 'sc'.
         label: the row label ('Gum-Net MP (untrained)' for a random model).
-        model: for the Gum-Net family, a model name or path for get_aligner(model=...); None otherwise.
+        model: for the Gum-Net family, a model name or path for AlignerSpec(model=...); None otherwise.
         description: what the model is, for the report.
         trained: False for a randomly initialised model.
     """
@@ -600,23 +600,30 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def make_aligners(methods: list[Method], args) -> dict:
-    from gumalign.align.registry import get_aligner
+def aligner_spec(args, method: str, **fields):
+    """The gumalign.align.spec.AlignerSpec of a bench row: the bench's device and --max-shift, the method's own
+    defaults for the rest (as `gumalign align` builds it)."""
+    from gumalign.align.spec import AlignerSpec
 
+    return AlignerSpec(method=method, device=args.device, max_shift=args.max_shift, **fields)
+
+
+def make_aligners(methods: list[Method], args) -> dict:
+    """One aligner per method row, built from its specification."""
     aligners = {}
     for m in methods:
-        options = {"device": args.device}
-        if args.max_shift is not None:
-            options["max_shift"] = args.max_shift
         if m.model is not None:
-            options.update(model=m.model, batch_size=args.batch_size)
-        aligners[m.key] = get_aligner("gumnet" if m.model is not None else m.key, **options)
+            spec = aligner_spec(args, "gumnet", model=m.model, batch_size=args.batch_size)
+        else:
+            spec = aligner_spec(args, m.key)
+        aligners[m.key] = spec.build()
     return aligners
 
 
-def refine_options(args) -> dict:
-    options = {"max_shift": args.max_shift}
-    return options | QUICK_REFINE if args.quick else options
+def local_aligner(args):
+    """The local search of the refine rows, the floor and the oracle (`--method local`, from a prior pose); --quick
+    shortens it to one round at 6°."""
+    return aligner_spec(args, "local", **(QUICK_REFINE if args.quick else {})).build()
 
 
 def align_cell(pairs, aligners: dict, methods: list[Method], refine: bool, args, warm_up: bool):
@@ -627,10 +634,10 @@ def align_cell(pairs, aligners: dict, methods: list[Method], refine: bool, args,
     """
     import torch
 
-    from gumalign.align.refine import refine_alignment
     from gumalign.devices import resolve_device
 
     device = resolve_device(args.device)
+    local = local_aligner(args)
     w_a, w_b = pairs.weight_a[None], pairs.weight_b[None]
     refs = torch.as_tensor(pairs.s_a, device=device)
     parts = torch.as_tensor(pairs.s_b, device=device)
@@ -640,7 +647,7 @@ def align_cell(pairs, aligners: dict, methods: list[Method], refine: bool, args,
         if warm_up:
             first = aligner.align(pairs.s_a[:1], w_a, pairs.s_b[:1], w_b)
             if refine:
-                refine_alignment(refs[:1], w_a_t, parts[:1], w_b_t, first, **refine_options(args))
+                local.align(refs[:1], w_a_t, parts[:1], w_b_t, prior=first)
         _sync(device)
         began = time.perf_counter()
         result = aligner.align(pairs.s_a, w_a, pairs.s_b, w_b)
@@ -649,7 +656,7 @@ def align_cell(pairs, aligners: dict, methods: list[Method], refine: bool, args,
         yield m.key, result, seconds
         if refine:
             began = time.perf_counter()
-            refined = refine_alignment(refs, w_a_t, parts, w_b_t, result, **refine_options(args))
+            refined = local.align(refs, w_a_t, parts, w_b_t, prior=result)
             _sync(device)
             yield m.key + REFINE, refined, seconds + time.perf_counter() - began
 
@@ -667,7 +674,6 @@ def reference_row(key: str, pairs, template: np.ndarray, guess: np.ndarray, fa_a
     import torch
 
     from gumalign.align.base import AlignmentResult
-    from gumalign.align.refine import refine_alignment
     from gumalign.devices import resolve_device
     from gumalign.fourier.wedge import wedge_mask
     from gumalign.simulate.imaging import relative_transform
@@ -685,7 +691,7 @@ def reference_row(key: str, pairs, template: np.ndarray, guess: np.ndarray, fa_a
     if key == "floor":
         truth = AlignmentResult(rotations=pairs.rotations, shifts=pairs.shifts, scores=np.zeros(n))
         refs = torch.as_tensor(pairs.s_a, device=device)
-        result = refine_alignment(refs, w_a, parts, w_b, truth, **refine_options(args))
+        result = local_aligner(args).align(refs, w_a, parts, w_b, prior=truth)
     elif key == "oracle":
         reference = np.asarray(template, dtype=np.float32)[None]
         full = wedge_mask(template.shape, (-90.0, 90.0), "centred")[None]
@@ -694,8 +700,8 @@ def reference_row(key: str, pairs, template: np.ndarray, guess: np.ndarray, fa_a
         poses = []
         for volumes, weight in ((pairs.s_a, pairs.weight_a[None]), (pairs.s_b, pairs.weight_b[None])):
             start = fa_aligner.align(reference, full, volumes, weight)
-            poses.append(refine_alignment(refs, full_t, torch.as_tensor(volumes, device=device),
-                                          torch.as_tensor(weight, device=device), start, **refine_options(args)))
+            poses.append(local_aligner(args).align(refs, full_t, torch.as_tensor(volumes, device=device),
+                                                   torch.as_tensor(weight, device=device), prior=start))
         rotations, shifts = relative_transform(poses[0].rotations, poses[0].shifts, poses[1].rotations,
                                                poses[1].shifts)
         result = AlignmentResult(rotations=rotations, shifts=shifts, scores=np.minimum(poses[0].scores,
@@ -749,7 +755,7 @@ def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: fl
     """
     import torch
 
-    from gumalign.align.registry import get_aligner
+    from gumalign.align.spec import AlignerSpec
     from gumalign.models.inputs import zscore
 
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
@@ -761,7 +767,7 @@ def gumnet_throughput(model: str, pairs, batch_sizes: list[int], min_seconds: fl
             # GumNetAligner caches; alternating keeps every call computing both streams, as in the tables.
             batches = [np.arange(offset, offset + batch) % len(pairs.s_a) for offset in (0, 1)]
             s_a, s_b = pairs.s_a[batches[0]], pairs.s_b[batches[0]]
-            aligner = get_aligner("gumnet", model=model, device=device, batch_size=batch)
+            aligner = AlignerSpec(method="gumnet", model=model, device=device, batch_size=batch).build()
             calls = iter(range(1 << 62))
 
             def align_once():
@@ -1268,7 +1274,6 @@ def run(args) -> dict:
     """The whole benchmark; returns the context the report is rendered from (also written as JSON)."""
     import torch
 
-    from gumalign.align.registry import get_aligner
     from gumalign.devices import resolve_device
     from gumalign.simulate.templates import find_builtin, load_builtin_template
 
@@ -1317,9 +1322,7 @@ def run(args) -> dict:
             if args.train_only:
                 return {"trained_only": sorted({k for models in per_snr.values() for k in models})}
         base_aligners = make_aligners(methods, args)
-        fa_for_oracle = (get_aligner("fa", device=args.device, **({"max_shift": args.max_shift}
-                                                                  if args.max_shift is not None else {}))
-                         if "oracle" in reference_names else None)
+        fa_for_oracle = aligner_spec(args, "fa").build() if "oracle" in reference_names else None
         guess = prior_guess(args.rotation_prior, args.seed)
 
         records, seconds = [], {k: 0.0 for k in keys + reference_names}

@@ -128,10 +128,11 @@ class RefiningAligner:
         max_shift: longest shift (voxels) the refinement may reach (None: half the box).
         max_frequency: highest spatial frequency (cycles per box) the refinement's scores use (None: all).
         steps_deg: the angular schedule (None: DEFAULT_STEPS_DEG).
+        max_rounds_per_step: at most this many improving rounds per step.
     """
 
     def __init__(self, base, device="cpu", max_shift: float | None = None, max_frequency: float | None = None,
-                 steps_deg: tuple[float, ...] | None = None):
+                 steps_deg: tuple[float, ...] | None = None, max_rounds_per_step: int = 3):
         from gumalign.devices import resolve_device
 
         self.base = base
@@ -139,6 +140,7 @@ class RefiningAligner:
         self.max_shift = max_shift
         self.max_frequency = max_frequency
         self.steps_deg = tuple(steps_deg) if steps_deg else DEFAULT_STEPS_DEG
+        self.max_rounds_per_step = int(max_rounds_per_step)
         self.name = f"{getattr(base, 'name', 'aligner')}+refine"
 
     def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
@@ -147,12 +149,13 @@ class RefiningAligner:
         return refine_alignment(
             references, reference_weights, volumes, particle_weights, start,
             max_shift=self.max_shift, max_frequency=self.max_frequency, steps_deg=self.steps_deg,
+            max_rounds_per_step=self.max_rounds_per_step,
         )
 
 
 class LocalAligner:
     """The local search alone (``--method local``), started from each particle's prior pose: the STAR file's
-    orientation in `align`, the previous round's in `average --iterations` and `cluster --ref-based`. Without a prior
+    orientation in `align`, the previous round's in `average --iterations` (`cluster` gives none). Without a prior
     it starts at the identity and zero shift, so it only finds poses near the reference's.
 
     Args: as :class:`RefiningAligner` without ``base``; ``batch_size`` is accepted for the aligner specification
@@ -162,13 +165,14 @@ class LocalAligner:
     name = "local"
 
     def __init__(self, device="auto", max_shift: float | None = None, max_frequency: float | None = None,
-                 steps_deg: tuple[float, ...] | None = None, batch_size: int = 32):
+                 steps_deg: tuple[float, ...] | None = None, max_rounds_per_step: int = 3, batch_size: int = 32):
         from gumalign.devices import resolve_device
 
         self.device = resolve_device(device)
         self.max_shift = max_shift
         self.max_frequency = max_frequency
         self.steps_deg = tuple(steps_deg) if steps_deg else DEFAULT_STEPS_DEG
+        self.max_rounds_per_step = int(max_rounds_per_step)
         self.batch_size = int(batch_size)
 
     def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
@@ -181,4 +185,5 @@ class LocalAligner:
         return refine_alignment(
             references, reference_weights, volumes, particle_weights, prior,
             max_shift=self.max_shift, max_frequency=self.max_frequency, steps_deg=self.steps_deg,
+            max_rounds_per_step=self.max_rounds_per_step,
         )

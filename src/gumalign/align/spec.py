@@ -25,6 +25,8 @@ METHOD_BATCH_SIZES = {"gumnet": 32, "ht": 8, "fa": 8, "local": 32}
 # H-T's default spherical-harmonic degree; its SO(3) FFT samples each Euler angle at 180°/degree.
 HT_DEFAULT_DEGREE = 36
 STEP_METHODS = ("ht", "local")
+# The local search's first angular step (then halved: 6 -> 3 -> 1.5, gumalign.align.refine.DEFAULT_STEPS_DEG).
+LOCAL_FIRST_STEP_DEG = 6.0
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,10 @@ class AlignerSpec:
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         max_shift: longest shift in voxels the aligner may report; None = half the box.
         max_frequency: highest frequency (cycles per box) the local search scores; None = all.
-        angular_step_deg: angular sampling of H-T and of the local search; None = the method's own.
+        angular_step_deg: angular sampling of H-T and the local search's first step; None = the method's own.
         batch_size: particles per aligner call; None = METHOD_BATCH_SIZES[method].
+        local_levels: the local search's angular steps: step, step/2, ... (``local_levels`` of them).
+        local_rounds: at most this many rounds of the local search per step.
     """
 
     method: str = "gumnet"
@@ -50,6 +54,8 @@ class AlignerSpec:
     max_frequency: float | None = None
     angular_step_deg: float | None = None
     batch_size: int | None = None
+    local_levels: int = 3
+    local_rounds: int = 3
 
     def __post_init__(self) -> None:
         from gumalign.align.registry import METHODS
@@ -72,6 +78,10 @@ class AlignerSpec:
                 )
         if self.batch_size is not None and self.batch_size < 1:
             raise GumalignError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.local_levels < 1 or self.local_rounds < 1:
+            raise GumalignError("the local search needs at least one step and one round per step")
+        if self.method == "local" and self.refine:
+            raise GumalignError("--refine follows a global method with the local search; --method local is that search")
 
     @property
     def label(self) -> str:
@@ -86,11 +96,10 @@ class AlignerSpec:
         """The same spec on a resolved device (a torch.device or its name)."""
         return replace(self, device=str(device))
 
-    def refine_steps_deg(self) -> tuple[float, ...] | None:
-        """The local search's schedule: step, step/2, step/4 (None: refine's own default)."""
-        if self.angular_step_deg is None:
-            return None
-        return tuple(self.angular_step_deg / 2**i for i in range(3))
+    def refine_steps_deg(self) -> tuple[float, ...]:
+        """The local search's schedule: step, step/2, ... (``local_levels`` steps; the first is 6° by default)."""
+        first = self.angular_step_deg if self.angular_step_deg is not None else LOCAL_FIRST_STEP_DEG
+        return tuple(first / 2**i for i in range(self.local_levels))
 
     def method_options(self) -> dict:
         """The keyword arguments of the method's constructor (gumalign.align.registry.METHODS), explicitly."""
@@ -102,8 +111,7 @@ class AlignerSpec:
             if self.angular_step_deg is not None:
                 options["sh_degree"] = int(math.ceil(180.0 / self.angular_step_deg))
         elif self.method == "local":
-            options["max_frequency"] = self.max_frequency
-            options["steps_deg"] = self.refine_steps_deg()
+            options.update(self.refine_options(local=True))
         return options
 
     def build(self):
@@ -114,11 +122,12 @@ class AlignerSpec:
             self.method, refine=self.refine, refine_options=self.refine_options(), **self.method_options()
         )
 
-    def refine_options(self) -> dict:
-        """What --refine passes to gumalign.align.refine.RefiningAligner (empty without --refine)."""
-        if not self.refine:
+    def refine_options(self, local: bool = False) -> dict:
+        """The local search's options (RefiningAligner, LocalAligner); empty without --refine unless ``local``."""
+        if not (self.refine or local):
             return {}
-        return {"max_frequency": self.max_frequency, "steps_deg": self.refine_steps_deg()}
+        return {"max_frequency": self.max_frequency, "steps_deg": self.refine_steps_deg(),
+                "max_rounds_per_step": self.local_rounds}
 
     def record(self) -> dict:
         """Every field, JSON-ready (for run keys and provenance)."""

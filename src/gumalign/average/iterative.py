@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from gumalign.align.base import AlignmentResult
 from gumalign.average.compensated import DEFAULT_REGULARISATION, AverageResult, assign_halves, average_particles
 from gumalign.average.stack import ParticleStack, iter_batches
 from gumalign.errors import GumalignError
@@ -56,6 +57,8 @@ def realign(
         aligner: an object with the gumalign.align.base.Aligner ``align`` method.
         batch_size: particles per call to the aligner.
         progress: called with the number of particles done after each batch.
+        prior: (matrices (n, 3, 3), origins_px (n, 3)) of the current alignment, passed to the aligner as each
+            particle's prior pose (a local search starts there; global methods ignore it).
 
     Returns:
         matrices (n, 3, 3) RELION A, origins (n, 3) pixels (= -shifts), scores (n,).
@@ -70,7 +73,10 @@ def realign(
         for batch in iter_batches(len(members), batch_size):
             rows = members[batch]
             volumes, weights = stack.load(rows)
-            result = aligner.align(reference[None], reference_weight[None], volumes, weights)
+            start = None
+            if prior is not None:
+                start = AlignmentResult(prior[0][rows], -np.asarray(prior[1])[rows], np.zeros(len(rows)))
+            result = aligner.align(reference[None], reference_weight[None], volumes, weights, prior=start)
             matrices[rows] = result.rotations
             origins[rows] = -np.asarray(result.shifts)
             scores[rows] = result.scores
@@ -135,7 +141,8 @@ def iterative_average(
     for iteration in range(1, iterations + 1):
         with progress(f"iteration {iteration}/{iterations}: aligning", n) as advance:
             new_matrices, new_origins, scores = realign(
-                stack, references, halves, aligner, batch_size=batch_size, progress=advance
+                stack, references, halves, aligner, batch_size=batch_size, progress=advance,
+                prior=(matrices, origins_px),
             )
         with progress(f"iteration {iteration}/{iterations}: averaging", n) as advance:
             average = average_particles(stack, new_matrices, new_origins, progress=advance, **common)
@@ -144,6 +151,7 @@ def iterative_average(
         if on_iteration is not None:
             on_iteration(result)
         references = _half_references(average)
+        matrices, origins_px = new_matrices, new_origins
     return start, results
 
 
