@@ -51,6 +51,9 @@ class GumNetAligner:
             (relative rotations near the identity, small shifts); kept only where the score rises.
         hypotheses: for one-pass models, how many of the best-scored hypotheses get an FFT translation search
             (1..4; more cost one FFT search each per particle).
+        voxel_size: the particles' voxel size in Å (None: the model's). Particles of another box or voxel size are
+            brought to the model's sampling (gumalign.fourier.resample), the network runs there, and each answer's
+            shift is mapped back and searched again at the particles' own sampling, where its score is taken.
     """
 
     name = "gumnet"
@@ -60,6 +63,7 @@ class GumNetAligner:
         starts: str = "auto",
         polish: int = 1,
         hypotheses: int = 4,
+        voxel_size: float | None = None,
     ):
         from gumalign.devices import resolve_device
 
@@ -76,6 +80,9 @@ class GumNetAligner:
         self.box = self.model.config.box
         self.batch_size = int(batch_size)
         self.max_shift = None if max_shift is None else float(max_shift)
+        self._box_max_shift = self.max_shift  # in the model box's voxels (differs when particles are resampled)
+        self.voxel_size = None if voxel_size is None else float(voxel_size)
+        self.model_voxel_size = float(self.record.get("voxel_size") or 0.0) or None
         self.starts = self._start_rotations(starts)
         if polish < 0:
             raise GumalignError(f"polish passes must be 0 or more, got {polish}")
@@ -138,7 +145,7 @@ class GumNetAligner:
             x = torch.as_tensor(x)
             return x if len(x) == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
 
-        shift, score = translation_search(tile(refs), tile(ref_w), tile(parts), tile(part_w), cand, self.max_shift)
+        shift, score = translation_search(tile(refs), tile(ref_w), tile(parts), tile(part_w), cand, self._box_max_shift)
         score = score.reshape(k, count)
         best = score.argmax(dim=0)
         idx = torch.arange(count, device=best.device)
@@ -148,7 +155,8 @@ class GumNetAligner:
         if volumes.ndim != 4 or volumes.shape[1:] != (self.box,) * 3:
             raise GumalignError(
                 f"Gum-Net model {self.model_name!r} takes {self.box}³ subtomograms; the {what} are "
-                f"{'×'.join(map(str, volumes.shape[1:]))} (rescale or crop them to {self.box}³)"
+                f"{'×'.join(map(str, volumes.shape[1:]))} (rescale or crop them to {self.box}³, or give their pixel "
+                "size so that they are resampled)"
             )
 
     def _start_features(self, references):
@@ -210,7 +218,7 @@ class GumNetAligner:
             # otherwise sink a right rotation); the network's own shift is kept where it scores higher.
             cand_shift, cand_score = search_or_keep(
                 tile(refs), tile(ref_w), tile(parts), tile(part_w), cand_rot, self._clamp_shifts(net_shift),
-                self.max_shift,
+                self._box_max_shift,
             )
             cand_score = cand_score.reshape(k, count)
             cand_rot, cand_shift = cand_rot.reshape(k, count, 3, 3), cand_shift.reshape(k, count, 3)
@@ -245,7 +253,7 @@ class GumNetAligner:
         f_b = self.model.features(zscore(centred), "b")
         residual, _ = self.model.rigid(self.model.match(f_a, f_b))
         cand_rot = residual @ rot
-        cand_shift, cand_score = translation_search(refs, ref_w, parts, part_w, cand_rot, self.max_shift)
+        cand_shift, cand_score = translation_search(refs, ref_w, parts, part_w, cand_rot, self._box_max_shift)
         better = cand_score > score
         return (
             torch.where(better[:, None, None], cand_rot, rot),
@@ -255,17 +263,93 @@ class GumNetAligner:
 
     def _clamp_shifts(self, shifts):
         """Shifts longer than max_shift scaled back onto that radius (direction kept)."""
-        if self.max_shift is None:
+        if self._box_max_shift is None:
             return shifts
         length = shifts.norm(dim=1, keepdim=True)
-        return shifts * (self.max_shift / length.clamp_min(self.max_shift)).clamp(max=1.0)
+        return shifts * (self._box_max_shift / length.clamp_min(self._box_max_shift)).clamp(max=1.0)
+
+    def resampling(self, box: int):
+        """The gumalign.fourier.resample.Resampling from particles of ``box``³ to the model, or None when they are
+        already at its sampling (to the nearest even box); a GumalignError when it cannot be known."""
+        from gumalign.fourier.resample import Resampling
+        from gumalign.units import same_voxel_size
+
+        model_voxel = self.model_voxel_size
+        voxel = self.voxel_size
+        if box == self.box and (voxel is None or model_voxel is None or same_voxel_size(voxel, model_voxel)):
+            return None
+        if voxel is None or model_voxel is None:
+            missing = "the particles' pixel size" if voxel is None else f"model {self.model_name!r}'s voxel size"
+            raise GumalignError(
+                f"Gum-Net model {self.model_name!r} takes {self.box}³ subtomograms; particles of {box}³ are resampled "
+                f"to it, which needs {missing} (give the STAR file's rlnImagePixelSize, or rescale or crop them to "
+                f"{self.box}³)"
+            )
+        plan = Resampling(box, voxel, self.box, model_voxel)
+        # Within half a voxel of the model's box there is no closer even box: the particles are used as they are.
+        return None if plan.is_identity else plan
 
     def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
-        """Align each particle to its reference; see gumalign.align.base.Aligner for shapes and conventions."""
-        import torch
+        """Align each particle to its reference; see gumalign.align.base.Aligner for shapes and conventions.
 
+        A global search: ``prior`` is accepted (every aligner takes it) and not used. Particles of another box or
+        voxel size than the model's are resampled (see :meth:`resampling` and the ``voxel_size`` argument).
+        """
         references = np.asarray(references, dtype=np.float32)
         particles = np.asarray(particles, dtype=np.float32)
+        if particles.ndim != 4 or references.ndim != 4 or references.shape[1:] != particles.shape[1:]:
+            self._check_box(particles, "particles")
+            self._check_box(references, "references")
+        plan = self.resampling(particles.shape[-1])
+        if plan is None:
+            self._box_max_shift = self.max_shift
+            return self._align_at_model_box(references, reference_weights, particles, particle_weights)
+        return self._align_resampled(plan, references, reference_weights, particles, particle_weights)
+
+    def _align_resampled(self, plan, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+        """The network at the model's sampling, the shift and score at the particles' (module docstring of
+        gumalign.fourier.resample for the mapping)."""
+        import torch
+
+        from gumalign.align.scoring import search_or_keep
+
+        def at_model(x, weights=False):
+            t = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+            return (plan.weights(t) if weights else plan.volumes(t)).cpu().numpy()
+
+        self._box_max_shift = None if self.max_shift is None else self.max_shift / plan.shift_scale
+        n = len(particles)
+        rotations, shifts, scores = [], [], []
+        shared = len(references) == 1
+        ref_m = at_model(references) if shared else None
+        ref_w_m = at_model(reference_weights, True) if len(reference_weights) == 1 else None
+        part_w_m = at_model(particle_weights, True) if len(particle_weights) == 1 else None
+        for start in range(0, n, self.batch_size):
+            rows = slice(start, min(start + self.batch_size, n))
+            refs = references[:1] if shared else references[rows]
+            ref_w = reference_weights if len(reference_weights) == 1 else reference_weights[rows]
+            part_w = particle_weights if len(particle_weights) == 1 else particle_weights[rows]
+            coarse = self._align_at_model_box(
+                ref_m if shared else at_model(refs), ref_w_m if ref_w_m is not None else at_model(ref_w, True),
+                at_model(particles[rows]), part_w_m if part_w_m is not None else at_model(part_w, True),
+            )
+            with torch.no_grad():
+                rot = torch.as_tensor(coarse.rotations, dtype=torch.float32, device=self.device)
+                mapped = torch.as_tensor(coarse.shifts * plan.shift_scale, dtype=torch.float32, device=self.device)
+                shift, score = search_or_keep(
+                    torch.as_tensor(refs, device=self.device), torch.as_tensor(np.asarray(ref_w), device=self.device),
+                    torch.as_tensor(particles[rows], device=self.device),
+                    torch.as_tensor(np.asarray(part_w), device=self.device), rot, mapped, self.max_shift,
+                )
+            rotations.append(coarse.rotations)
+            shifts.append(shift.double().cpu().numpy())
+            scores.append(score.double().cpu().numpy())
+        return AlignmentResult(np.concatenate(rotations), np.concatenate(shifts), np.concatenate(scores))
+
+    def _align_at_model_box(self, references, reference_weights, particles, particle_weights) -> AlignmentResult:
+        """:meth:`align` for volumes at the model's box (shifts in its voxels, limited by ``_box_max_shift``)."""
+        import torch
+
         self._check_box(references, "references")
         self._check_box(particles, "particles")
         n = len(particles)
@@ -276,7 +360,6 @@ class GumNetAligner:
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 stop = min(start + self.batch_size, n)
-                count = stop - start
                 parts = torch.as_tensor(particles[start:stop], device=self.device)
                 f_b = self.model.features(zscore(parts), "b")
                 if shared:
@@ -299,7 +382,6 @@ class GumNetAligner:
         return AlignmentResult(
             rotations=np.concatenate(rotations), shifts=np.concatenate(shifts), scores=np.concatenate(scores)
         )
-
 
 
 def torch_is_identity(matrix) -> bool:

@@ -44,6 +44,8 @@ class AlignerSpec:
         batch_size: particles per aligner call; None = METHOD_BATCH_SIZES[method].
         local_levels: the local search's angular steps: step, step/2, ... (``local_levels`` of them).
         local_rounds: at most this many rounds of the local search per step.
+        voxel_size: the particles' voxel size in Å, set by the operation from the data (Gum-Net brings particles of
+            another box or voxel size to its model's; the other methods work at any sampling and ignore it).
     """
 
     method: str = "gumnet"
@@ -56,6 +58,7 @@ class AlignerSpec:
     batch_size: int | None = None
     local_levels: int = 3
     local_rounds: int = 3
+    voxel_size: float | None = None
 
     def __post_init__(self) -> None:
         from gumalign.align.registry import METHODS
@@ -96,6 +99,10 @@ class AlignerSpec:
         """The same spec on a resolved device (a torch.device or its name)."""
         return replace(self, device=str(device))
 
+    def for_data(self, voxel_size: float | None) -> "AlignerSpec":
+        """The same spec for particles of ``voxel_size`` Å (None or 0: unknown)."""
+        return replace(self, voxel_size=float(voxel_size) if voxel_size else None)
+
     def refine_steps_deg(self) -> tuple[float, ...]:
         """The local search's schedule: step, step/2, ... (``local_levels`` steps; the first is 6° by default)."""
         first = self.angular_step_deg if self.angular_step_deg is not None else LOCAL_FIRST_STEP_DEG
@@ -107,6 +114,8 @@ class AlignerSpec:
         if self.method == "gumnet":
             if self.model is not None:
                 options["model"] = self.model
+            if self.voxel_size is not None:
+                options["voxel_size"] = self.voxel_size
         elif self.method == "ht":
             if self.angular_step_deg is not None:
                 options["sh_degree"] = int(math.ceil(180.0 / self.angular_step_deg))
