@@ -9,6 +9,7 @@ method=${DEMO_METHOD:-gumnet}
 start=$(date +%s)
 
 gumalign --version
+mkdir -p "$out"  # gumalign writes into folders that exist (a mistyped --out is refused, not created)
 echo "== simulate: $n proteasome subtomograms, SNR 0.1, tilts -60..60 (30° wedge)"
 gumalign simulate --structure builtin:proteasome --n "$n" --snr 0.1 --tilt-range -60 60 \
     --seed 1 --overwrite --out "$out/sim"

@@ -174,3 +174,16 @@ def test_without_a_terminal_progress_comes_as_lines_and_one_summary_line_on_stdo
     summary = dict(item.split("=", 1) for item in summary_lines[0].split())
     assert summary["particles"] == "3" and summary["method"] == "ht" and summary["out"] == str(out)
     assert json.loads(record.read_text())["particles"] == 3
+
+
+def test_an_out_path_under_a_missing_folder_is_refused_before_any_work(tmp_path):
+    """--out /nonexistent/dir/a.mrc: one line, exit 2, nothing created (issue 17); an output folder itself (train,
+    simulate) is created when its parent exists."""
+    for args in (["wedge", "--out", str(tmp_path / "missing" / "dir" / "w.mrc")],
+                 ["simulate", "--structure", "builtin:proteasome", "--n", "1", "--out", str(tmp_path / "a" / "b")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "does not exist" in result.output and len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    result = runner.invoke(app, ["wedge", "--box", "8", "--out", str(tmp_path / "w.mrc"), "--quiet"])
+    assert result.exit_code == 0 and (tmp_path / "w.mrc").is_file()

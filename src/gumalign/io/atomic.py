@@ -160,3 +160,8 @@ def _check_writable_folder(folder: Path, option: str, target: Path) -> None:
         raise GumalignError(f"{option} {target}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise GumalignError(f"{option} {target}: cannot write into {existing} (read-only or permission denied)")
+    if existing != folder and existing.exists():
+        # A mistyped path should not grow a tree of folders silently (issue 17): as cp and RELION, the folder must
+        # exist; only an output folder itself (train, simulate) is created.
+        raise GumalignError(f"{option} {target}: folder {folder} does not exist (create it with mkdir -p, or check "
+                            "the path)")
