@@ -46,6 +46,8 @@ class AlignerSpec:
         local_rounds: at most this many rounds of the local search per step.
         voxel_size: the particles' voxel size in Å, set by the operation from the data (Gum-Net brings particles of
             another box or voxel size to its model's; the other methods work at any sampling and ignore it).
+        symmetry: the reference's point group (RELION's names and axes): the aligner scores against the symmetrised
+            reference and answers in the asymmetric unit (gumalign.align.symmetric); C1 = none.
     """
 
     method: str = "gumnet"
@@ -59,9 +61,13 @@ class AlignerSpec:
     local_levels: int = 3
     local_rounds: int = 3
     voxel_size: float | None = None
+    symmetry: str = "C1"
 
     def __post_init__(self) -> None:
         from gumalign.align.registry import METHODS
+        from gumalign.geometry.symmetry import parse_group
+
+        object.__setattr__(self, "symmetry", parse_group(self.symmetry))  # 'd7' -> 'D7'; bad names: one line
 
         if self.method not in METHODS:
             raise GumalignError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
@@ -127,9 +133,14 @@ class AlignerSpec:
         """The aligner this spec describes (an object with gumalign.align.base.Aligner's ``align``)."""
         from gumalign.align import registry
 
-        return registry.get_aligner(
+        aligner = registry.get_aligner(
             self.method, refine=self.refine, refine_options=self.refine_options(), **self.method_options()
         )
+        if self.symmetry == "C1":
+            return aligner
+        from gumalign.align.symmetric import SymmetricAligner
+
+        return SymmetricAligner(aligner, self.symmetry)
 
     def refine_options(self, local: bool = False) -> dict:
         """The local search's options (RefiningAligner, LocalAligner); empty without --refine unless ``local``."""

@@ -46,3 +46,8 @@ JsonOut = Annotated[
                                 "key=value line).", show_default=False),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output (the summary line stays).")]
+Symmetry = Annotated[
+    str,
+    typer.Option("--sym", help="Point group of the reference (RELION's: C1, Cn, Dn, T, O, I): scores use the "
+                               "symmetrised reference and angles are written in the asymmetric unit."),
+]

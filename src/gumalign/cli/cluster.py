@@ -21,8 +21,8 @@ import typer
 
 from gumalign.cli._common import cli_runtime, handle_errors, print_summary
 from gumalign.cli._options import (
-    AlignBatchSize, AngularStep, Device, JsonOut, MaxFrequency, MaxShift, Method, PixelSize, Quiet, Refine, Threads,
-    TiltRange,
+    AlignBatchSize, AngularStep, Device, JsonOut, MaxFrequency, MaxShift, Method, PixelSize, Quiet, Refine, Symmetry,
+    Threads, TiltRange,
 )
 from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms
 
@@ -46,6 +46,7 @@ def command(
     max_frequency: MaxFrequency = None,
     angular_step: AngularStep = None,
     batch_size: AlignBatchSize = None,
+    sym: Symmetry = "C1",
     device: Device = "auto",
     threads: Threads = None,
     seed: Annotated[int, typer.Option(help="Seed of the first --ref-based class reference.")] = 0,
@@ -62,7 +63,7 @@ def command(
     request = ClusterRequest(
         particles=particles, k=k, out=out,
         aligner=AlignerSpec(method=method, refine=refine, max_shift=max_shift, max_frequency=max_frequency,
-                            angular_step_deg=angular_step, batch_size=batch_size),
+                            angular_step_deg=angular_step, batch_size=batch_size, symmetry=sym),
         ref_based=ref_based, iterations=iterations, tilt_range=tuple(tilt_range) if tilt_range is not None else None,
         pixel_size=pixel_size, seed=seed, star=StarOutput(star_version, tomograms, optimisation_set),
     )
