@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gumalign.fourier.layout import centred_to_rfft, rfft_to_centred, rotate_centred
-from gumalign.geometry.symmetry import operators, rotated_copies
+from gumalign.geometry.symmetry import operators, reduce_over_group, rotated_copies
 
 
 def symmetrise_weights(weights, group, *, reduce: str = "sum", batch: int = 24):
@@ -27,18 +27,7 @@ def symmetrise_weights(weights, group, *, reduce: str = "sum", batch: int = 24):
     Returns:
         Same shape, a torch tensor (float32 for numpy input).
     """
-    import torch
-
-    if reduce not in ("mean", "sum"):
-        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-    ops = operators(group)
-    w = weights if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights, dtype=np.float32))
-    single = w.ndim == 3
-    w4 = w[None] if single else w
-    out = rotated_copies(w4, ops, batch, rotate_centred)
-    if reduce == "mean":
-        out = out / len(ops)
-    return out[0] if single else out
+    return reduce_over_group(weights, group, rotate_centred, reduce, batch)
 
 
 def symmetrise_fourier_sums(numerator, denominator, group, *, batch: int = 24):

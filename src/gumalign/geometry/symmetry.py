@@ -468,19 +468,32 @@ def symmetrise(volumes, group, *, reduce: str = "mean", batch: int = 24):
     Returns:
         Same shape, a torch tensor on the input's device (float32 for numpy input).
     """
-    import torch
-
     from gumalign.geometry.transform import transform_volumes
+
+    return reduce_over_group(volumes, group, transform_volumes, reduce, batch)
+
+
+def reduce_over_group(values, group, rotate, reduce: str = "mean", batch: int = 24):
+    """The sum or mean over the group of ``rotate(values, S)`` (S_0 = I: the values themselves, not resampled).
+
+    Args:
+        values: (N, N, N) or (B, N, N, N) tensor or array (float32 for numpy input).
+        group: a group name or (K, 3, 3) operators.
+        rotate: ``rotate(volumes (M, N, N, N), rotations (M, 3, 3))``: real space (transform_volumes) or a centred
+            Fourier layout (gumalign.fourier.layout.rotate_centred).
+        reduce: "mean" or "sum".
+    """
+    import torch
 
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
     ops = operators(group)
-    v = volumes if isinstance(volumes, torch.Tensor) else torch.as_tensor(np.asarray(volumes, dtype=np.float32))
+    v = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values, dtype=np.float32))
     single = v.ndim == 3
     v4 = v[None] if single else v
     if v4.ndim != 4:
         raise ValueError(f"volumes must be (N, N, N) or (B, N, N, N), got shape {tuple(v.shape)}")
-    out = rotated_copies(v4, ops, batch, transform_volumes)  # S_0 = I: the original, not resampled
+    out = rotated_copies(v4, ops, batch, rotate)
     if reduce == "mean":
         out = out / len(ops)
     return out[0] if single else out
