@@ -101,7 +101,7 @@ def test_resume_after_interruption_matches_a_straight_run(dataset):
     resumed = align_table(table, ref, out, spec, resume=True, **options)
     assert not partial_path(out).exists()
     np.testing.assert_allclose(resumed.angles(), straight.angles(), atol=1e-5)
-    np.testing.assert_allclose(resumed.shifts_angst(), straight.shifts_angst(), atol=1e-5)
+    np.testing.assert_allclose(resumed.origins_angst(), straight.origins_angst(), atol=1e-5)
 
 
 def test_missing_image_stops_before_writing(dataset):

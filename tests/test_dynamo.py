@@ -64,7 +64,7 @@ def test_read_table_gives_the_same_particle_in_relions_meaning(tmp_path):
     np.testing.assert_allclose(table.matrices(), expected, atol=1e-9)
     # Dynamo's centre is x + dx; RELION's is coordinate - origin: origin = -dx.
     np.testing.assert_allclose(table.origins_px()[0], [-1.5, 2.0, -0.5])
-    np.testing.assert_allclose(table.shifts_angst()[0], [-6.0, 8.0, -2.0])
+    np.testing.assert_allclose(table.origins_angst()[0], [-6.0, 8.0, -2.0])
     np.testing.assert_allclose(table.pixel_sizes(), 4.0)
     assert table.particles["rlnTomoName"].tolist() == ["TS_01", "00255", "TS_01"]
     assert table.particles["rlnImageName"].tolist()[2] == "particle_000007.mrc"

@@ -146,7 +146,7 @@ def test_relion_30_pixel_shifts_and_detector_pixel_size(write):
     assert table.version == "3.0"
     np.testing.assert_allclose(table.pixel_sizes(), [5.0, 5.0])
     np.testing.assert_allclose(table.origins_px()[0], [1.5, -2.0, 0.5])
-    np.testing.assert_allclose(table.shifts_angst()[0], [7.5, -10.0, 2.5])
+    np.testing.assert_allclose(table.origins_angst()[0], [7.5, -10.0, 2.5])
     assert table.particles["rlnMicrographName"].tolist() == ["00255", "00256"]
     assert table.image_paths()[0] == table.source.parent / "sub/p1.mrc"
 
@@ -194,7 +194,7 @@ def test_round_trip_keeps_every_column_and_value(write, tmp_path, text):
         if column in ("rlnOriginX", "rlnOriginY", "rlnOriginZ"):
             continue  # 3.0 pixel origins are written as rlnOrigin*Angst
         assert again.particles[column].tolist() == table.particles[column].tolist(), column
-    np.testing.assert_allclose(again.shifts_angst(), table.shifts_angst())
+    np.testing.assert_allclose(again.origins_angst(), table.origins_angst())
     np.testing.assert_allclose(again.angles(), table.angles())
     np.testing.assert_allclose(again.pixel_sizes(), table.pixel_sizes())
 

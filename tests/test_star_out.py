@@ -78,7 +78,7 @@ def test_each_flavour_has_what_relions_loader_needs(write, tmp_path, version):
     # A 3.1 file that keeps the input's tomogram columns reads as RELION 4 (detection is by columns).
     assert again.version == ("4" if version == "3.1" else version)
     np.testing.assert_allclose(again.angles(), table.angles())
-    np.testing.assert_allclose(again.shifts_angst(), table.shifts_angst())
+    np.testing.assert_allclose(again.origins_angst(), table.origins_angst())
     np.testing.assert_allclose(again.pixel_sizes(), 5.4)
     if version == "5":
         # RELION 5: pixel = centred Å / tilt-series px + size / 2, so centred = (1000 - 4000/2) * 1.35 Å.
@@ -175,7 +175,7 @@ def test_angles_outside_180_are_wrapped_with_a_note(write):
 def test_non_finite_and_absurd_values_are_refused(write, old, new, message):
     table = read_star(write(STAR_31.replace(old, new)))
     with pytest.raises(GumalignError, match=message):
-        table.angles() if "Angle" in message else table.shifts_angst()
+        table.angles() if "Angle" in message else table.origins_angst()
     if "origin" in message:
         with pytest.raises(GumalignError, match=message):
             table.origins_px()

@@ -287,7 +287,7 @@ class ParticleTable:
 
         return euler_to_matrix(np.stack([self.numeric(c) for c in SUBTOMOGRAM_ANGLE_COLUMNS], axis=1))
 
-    def shifts_angst(self, default_pixel_size: float | None = None) -> np.ndarray:
+    def origins_angst(self, default_pixel_size: float | None = None) -> np.ndarray:
         """(N, 3) origins (x, y, z) in Å in RELION's meaning; zeros when the file has none."""
         if all(self.has(c) for c in ORIGIN_ANGST_COLUMNS):
             origins = np.stack([self._finite(c) for c in ORIGIN_ANGST_COLUMNS], axis=1)
@@ -310,14 +310,14 @@ class ParticleTable:
         if not any(self.has(c) for c in ORIGIN_ANGST_COLUMNS) and all(self.has(c) for c in ORIGIN_PIXEL_COLUMNS):
             origins = np.stack([self._finite(c) for c in ORIGIN_PIXEL_COLUMNS], axis=1)
             try:
-                self.shifts_angst(default_pixel_size)  # the absurd-value check, when a pixel size is known
+                self.origins_angst(default_pixel_size)  # the absurd-value check, when a pixel size is known
             except GumalignError as exc:
                 if "origin of" in str(exc):
                     raise
             return origins
         if not any(self.has(c) for c in ORIGIN_ANGST_COLUMNS + ORIGIN_PIXEL_COLUMNS):
             return np.zeros((len(self), 3))
-        return self.shifts_angst(default_pixel_size) / self.pixel_sizes(default_pixel_size)[:, None]
+        return self.origins_angst(default_pixel_size) / self.pixel_sizes(default_pixel_size)[:, None]
 
     def half_sets(self, require_both: bool = False) -> np.ndarray | None:
         """rlnRandomSubset (1 or 2) per particle as int, or None when the column is absent.
@@ -353,20 +353,20 @@ class ParticleTable:
         return replace(self, particles=particles)
 
     def with_alignment(
-        self, matrices: np.ndarray, shifts_angst: np.ndarray, **columns
+        self, matrices: np.ndarray, origins_angst: np.ndarray, **columns
     ) -> "ParticleTable":
         """A copy holding new orientations (RELION matrices A) and origins (x, y, z, Å), plus any extra columns.
 
-        Pixel-unit origin columns (RELION 3.0) are dropped so that only one shift is on record.
+        Pixel-unit origin columns (RELION 3.0) are dropped so that only one origin is on record.
         """
         from gumalign.geometry.euler import matrix_to_euler
 
         angles = matrix_to_euler(np.asarray(matrices))
-        shifts = np.asarray(shifts_angst, dtype=np.float64)
-        if angles.shape != (len(self), 3) or shifts.shape != (len(self), 3):
-            raise ValueError(f"expected {len(self)} rotations and shifts, got {angles.shape} and {shifts.shape}")
+        origins = np.asarray(origins_angst, dtype=np.float64)
+        if angles.shape != (len(self), 3) or origins.shape != (len(self), 3):
+            raise ValueError(f"expected {len(self)} rotations and origins, got {angles.shape} and {origins.shape}")
         values = {c: angles[:, i] for i, c in enumerate(ANGLE_COLUMNS)}
-        values.update({c: shifts[:, i] for i, c in enumerate(ORIGIN_ANGST_COLUMNS)})
+        values.update({c: origins[:, i] for i, c in enumerate(ORIGIN_ANGST_COLUMNS)})
         values.update(columns)
         out = self.with_columns(**values)
         out.particles = out.particles.drop(columns=[c for c in ORIGIN_PIXEL_COLUMNS if c in out.particles.columns])
@@ -689,9 +689,9 @@ def write_star(
     particles = table.particles.copy()
     has_pixel_origins = all(c in particles.columns for c in ORIGIN_PIXEL_COLUMNS)
     if has_pixel_origins and not any(c in particles.columns for c in ORIGIN_ANGST_COLUMNS):
-        shifts = table.shifts_angst(default_pixel_size)
+        origins = table.origins_angst(default_pixel_size)
         for i, c in enumerate(ORIGIN_ANGST_COLUMNS):
-            particles[c] = shifts[:, i]
+            particles[c] = origins[:, i]
         particles = particles.drop(columns=list(ORIGIN_PIXEL_COLUMNS))
     optics, particles, invented = _relion_optics(table, particles, version, box_size, default_pixel_size)
     particles = _relion_particles(table, particles, version)
