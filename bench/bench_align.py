@@ -44,8 +44,7 @@ def _sync(device) -> None:
 def time_method(name, refine, template, particles, rotations, shifts, batch_size, device="cpu"):
     import torch
 
-    from gumalign.align.refine import refine_alignment
-    from gumalign.align.registry import get_aligner
+    from gumalign.align.spec import AlignerSpec
     from gumalign.devices import resolve_device
     from gumalign.fourier import wedge_mask
     from gumalign.geometry import rotation_error, translation_error
@@ -54,10 +53,12 @@ def time_method(name, refine, template, particles, rotations, shifts, batch_size
     wedge = wedge_mask(template.shape, (-60, 60), "centred")[None]
     ones = np.ones((1,) + template.shape, np.float32)
     device = resolve_device(device)
-    aligner = get_aligner(name, device=device, batch_size=batch_size)
+    # What `gumalign align --method NAME [--refine]` builds (the refinement timed separately, from the method's answer).
+    aligner = AlignerSpec(method=name, device=str(device), batch_size=batch_size).build()
+    local = AlignerSpec(method="local", device=str(device), batch_size=batch_size).build()
     first = aligner.align(template[None], ones, particles[:1], wedge)  # warm-up (caches, model load, kernels)
     if refine:
-        refine_alignment(template[None], ones, torch.as_tensor(particles[:1], device=device), wedge, first)
+        local.align(template[None], ones, torch.as_tensor(particles[:1], device=device), wedge, prior=first)
     _sync(device)
     start = time.perf_counter()
     results = []
@@ -65,7 +66,7 @@ def time_method(name, refine, template, particles, rotations, shifts, batch_size
         batch = particles[i : i + batch_size]
         result = aligner.align(template[None], ones, batch, wedge)
         if refine:
-            result = refine_alignment(template[None], ones, torch.as_tensor(batch, device=device), wedge, result)
+            result = local.align(template[None], ones, torch.as_tensor(batch, device=device), wedge, prior=result)
         results.append(result)
     _sync(device)
     seconds = (time.perf_counter() - start) / n

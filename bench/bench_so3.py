@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     from _common import provenance
     from gumalign.align.gumnet import GumNetAligner
-    from gumalign.align.registry import get_aligner
+    from gumalign.align.spec import AlignerSpec
     from gumalign.geometry import rotation_error
     from gumalign.simulate.imaging import simulate_pairs
     from gumalign.train.data import zscore
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
             seconds = (time.perf_counter() - began) / len(d["s_a"])
             row(label, "aligner (top-4 + FFT + polish)", snr, rotation_error(d["rotations"], result.rotations), seconds)
     for method in [m for m in args.methods.split(",") if m]:
-        aligner = get_aligner(method, device=args.device, batch_size=args.batch_size)
+        aligner = AlignerSpec(method=method, device=args.device, batch_size=args.batch_size).build()
         for snr in snrs:
             d = data[snr]
             aligner.align(d["s_a"][:1], d["w_a"], d["s_b"][:1], d["w_b"])
