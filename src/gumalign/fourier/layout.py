@@ -24,7 +24,6 @@ Torch kernels; a numpy array given to :func:`centred_to_rfft` comes back as nump
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -88,16 +87,12 @@ def rotate_centred(values: "torch.Tensor", rotations: "torch.Tensor") -> "torch.
     Returns:
         (B, N, N, N) tensor, dtype and device of ``values``; differentiable in both arguments.
     """
-    import torch.nn.functional as F
-
     from gumalign.geometry.transform import transform_volumes
 
-    n = values.shape[-1]
-    # Rotated corners reach (N/2)·√3 from the centre; pad so every source lies inside the padded cube.
-    pad = int(math.ceil(n / 2 * (math.sqrt(3.0) - 1.0))) + 1
-    padded = F.pad(values.reshape(-1, 1, *values.shape[-3:]), (pad,) * 6, mode="replicate")[:, 0]
-    rotated = transform_volumes(padded, rotations)  # the padded cube's centre index is N // 2 + pad
-    return rotated[..., pad : pad + n, pad : pad + n, pad : pad + n]
+    # grid_sample's 'border' clamps each source coordinate to the cube: for trilinear sampling that is the value of
+    # the nearest edge voxel, the same as replicate-padding the cube first, without resampling a padded cube
+    # (58³ for 32³: 6× the work).
+    return transform_volumes(values, rotations, outside="border")
 
 
 def rotate_weights(weights: "torch.Tensor", rotations: "torch.Tensor") -> "torch.Tensor":

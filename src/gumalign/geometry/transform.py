@@ -35,6 +35,7 @@ def transform_volumes(
     volumes: torch.Tensor,
     rotations: torch.Tensor | np.ndarray,
     shifts: torch.Tensor | np.ndarray | None = None,
+    outside: str = "zeros",
 ) -> torch.Tensor:
     """Rotate each volume about the box centre, then shift it; trilinear interpolation, zeros outside.
 
@@ -43,6 +44,8 @@ def transform_volumes(
         rotations: (B, 3, 3) matrices acting on (x, y, z) column vectors. B may be 1 with B volumes or the reverse
             (broadcast).
         shifts: (B, 3) shifts in voxels, (x, y, z) order; None for no shift.
+        outside: what a source outside the box takes: "zeros" (real-space volumes), or "border", the value of the
+            nearest edge voxel (centred Fourier weights: gumalign.fourier.layout.rotate_centred).
 
     Returns:
         (B, D, H, W) tensor, same dtype and device as ``volumes``.
@@ -72,5 +75,7 @@ def transform_volumes(
     sizes = torch.tensor([w, h, d], dtype=dtype, device=device)
     # align_corners=True maps -1 and +1 to the first and last voxel centres.
     norm = (src + centre) * (2.0 / (sizes - 1)) - 1.0
-    out = F.grid_sample(volumes[:, None], norm, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if outside not in ("zeros", "border"):
+        raise ValueError(f"outside must be 'zeros' or 'border', got {outside!r}")
+    out = F.grid_sample(volumes[:, None], norm, mode="bilinear", padding_mode=outside, align_corners=True)
     return out[:, 0]
