@@ -7,7 +7,18 @@ the end, and the partial file is then removed.
 The partial file's first line is the run's key: every option that changes the results and a fingerprint (size and
 modification time) of every input file (reference, STAR, particle images, weights, model); a partial file with
 another key is refused. Values are stored as Python's shortest exact repr of each float64, so a resumed run writes
-the same STAR, bit for bit, as an uninterrupted one.
+the same STAR, bit for bit, as an uninterrupted one. A resumed run keeps whole batches only (a batch the kill cut is
+redone whole), so every batch is the one an uninterrupted run forms: the aligners' numbers depend, at rounding
+level, on the other particles of their batch.
+
+Split runs (gumalign.distributed): shard I of N takes the rows ``shard_rows(n, I - 1, N, batch size)`` and keeps
+its results in ``<out>.shardIofN.partial`` (the key then also names the shard and, for ``gumalign merge``, the
+output and the working folder).
+- ``--shard I/N`` (no torchrun): the finished partial file is renamed ``<out>.shardIofN``, the shard's result;
+  :func:`merge_shards` writes the STAR of all N, the same bytes as one run.
+- torchrun, rank R of N: rank R works as shard R+1/N; the results are gathered on every rank, rank 0 writes the
+  STAR once, atomically, and each rank then removes its partial file (kept when that write fails). ``resume`` works
+  per rank, from each rank's own partial file.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +35,7 @@ import numpy as np
 from gumalign.align.base import AlignmentResult
 from gumalign.align.spec import AlignerSpec
 from gumalign.align.particles import check_images_exist, check_pixel_size, iter_particle_batches, weight_source_for
+from gumalign.distributed import SINGLE, Shard, World
 from gumalign.errors import GumalignError
 from gumalign.io.atomic import refuse_overwriting_inputs
 from gumalign.io.mrc import Volume
@@ -32,11 +45,19 @@ SCORE_COLUMN = "gumAlignScore"
 METHOD_COLUMN = "gumAlignMethod"
 
 
-def partial_path(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
+def partial_path(out: Path, shard: Shard | None = None) -> Path:
+    """``<out>.partial``, or ``<out>.shardIofN.partial`` for one shard of a split run."""
+    out = Path(out)
+    return out.with_name(out.name + (f".shard{shard.label}" if shard is not None else "") + ".partial")
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def shard_result_path(out: Path, shard: Shard) -> Path:
+    """``<out>.shardIofN``: a finished ``--shard I/N`` run's results (its complete partial file, renamed)."""
+    out = Path(out)
+    return out.with_name(out.name + f".shard{shard.label}")
+
+
+def files_fingerprint(paths: list[Path]) -> str:
     """sha256 over (path, size, mtime in ns) of each file: any replaced or edited input changes it."""
     h = hashlib.sha256()
     for path in paths:
@@ -59,7 +80,7 @@ def _run_key(table: ParticleTable, reference_name: str, spec: AlignerSpec, tilt_
         **spec.record(),
         "batch_size": spec.effective_batch_size,
         "tilt_range": list(tilt_range) if tilt_range else None,
-        "inputs": _fingerprint(inputs),
+        "inputs": files_fingerprint(inputs),
     }
     return json.loads(json.dumps(key))  # the form it takes when read back
 
@@ -67,12 +88,35 @@ def _run_key(table: ParticleTable, reference_name: str, spec: AlignerSpec, tilt_
 _KEY_LABELS = {"inputs": "input files (reference, STAR, particles, weights or model changed since)"}
 
 
-def _read_partial(path: Path, key: dict, n: int) -> dict[int, np.ndarray]:
+def _read_partial(path: Path, key: dict | None, n: int, rows: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """{row: 13 floats (A row-major, shift xyz, score)} from a partial file of the same run.
 
     A last line without its newline was cut by the kill and is dropped (it is recomputed); any other malformed line
-    is an error naming the line.
+    is an error naming the line. ``key`` None accepts any key (read_header() gives it); ``rows``: the rows the file
+    may hold (a shard's), default 0..n-1.
     """
+    header, done = _read_lines(path, key, n, rows)
+    return done
+
+
+def read_header(path: Path) -> dict:
+    """The key (first line) of a partial or shard-result file."""
+    try:
+        with open(path) as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        first = ""
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise GumalignError(f"{path}: not a gumalign partial-results file")
+    return header
+
+
+def _read_lines(path: Path, key: dict | None, n: int, rows: np.ndarray | None) -> tuple[dict, dict[int, np.ndarray]]:
+    allowed = None if rows is None else set(int(r) for r in rows)
     text = path.read_text()
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -80,14 +124,14 @@ def _read_partial(path: Path, key: dict, n: int) -> dict[int, np.ndarray]:
     elif lines:
         lines.pop()  # no newline at the end: the write was cut short
     if not lines:
-        return {}
+        return {}, {}
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict):
         raise GumalignError(f"{path}: not a gumalign partial-results file; delete it to start over")
-    if header != key:
+    if key is not None and header != key:
         changed = sorted(k for k in set(header) | set(key) if header.get(k) != key.get(k))
         what = ", ".join(_KEY_LABELS.get(k, k) for k in changed)
         raise GumalignError(f"{path}: belongs to a run with different {what}; delete it or drop --continue")
@@ -99,14 +143,14 @@ def _read_partial(path: Path, key: dict, n: int) -> dict[int, np.ndarray]:
                 raise ValueError(f"{len(parts)} fields instead of 14")
             row = int(parts[0])
             values = np.array([float(v) for v in parts[1:]])
-            if not 0 <= row < n or row in done:
+            if not 0 <= row < n or row in done or (allowed is not None and row not in allowed):
                 raise ValueError(f"row {row} is out of range or repeated")
             if not np.all(np.isfinite(values)):
                 raise ValueError("non-finite values")
         except ValueError as exc:
             raise GumalignError(f"{path}: line {number} is corrupt ({exc}); delete the file to start over") from None
         done[row] = values
-    return done
+    return header, done
 
 
 def _append_partial(handle, rows: np.ndarray, values: np.ndarray) -> None:
@@ -161,32 +205,43 @@ def _check_box(path: Path, box: int) -> None:
         raise GumalignError(f"{path}: box {shape} differs from the reference's {box}³")
 
 
-def align_table(
-    table: ParticleTable,
-    reference: Volume,
-    out: Path,
-    spec: AlignerSpec,
-    *,
-    tilt_range: tuple[float, float] | None = None,
-    reference_name: str = "",
-    resume: bool = False,
-    progress: Callable[[int], None] = lambda n: None,
-) -> ParticleTable:
-    """Align every particle of ``table`` to ``reference`` and write the aligned STAR to ``out``.
+def _rewrite_partial(path: Path, key: dict, done: dict[int, np.ndarray]) -> None:
+    """Replace a partial file, atomically, by ``key`` and the lines of ``done`` (rows in order)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(key) + "\n")
+        rows = np.array(sorted(done), dtype=int)
+        if len(rows):
+            _append_partial(handle, rows, np.stack([done[int(r)] for r in rows]))
+        else:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
-    Args:
-        spec: the aligner, on a resolved device (AlignerSpec.with_device); its batch size sets the batches read.
-        tilt_range: the wedge of particles without rlnCtfImage.
 
-    Particles with angles (and origins) in the STAR file pass them to the aligner as its prior: 'local' starts
-    there; the global methods ignore it.
+def _whole_batches(done: dict[int, np.ndarray], rows: np.ndarray, batch_size: int) -> dict[int, np.ndarray]:
+    """The entries of ``done`` whose batch (consecutive ``batch_size`` rows of ``rows``) is complete."""
+    kept = {}
+    for start in range(0, len(rows), batch_size):
+        batch = [int(r) for r in rows[start : start + batch_size]]
+        if all(r in done for r in batch):
+            kept.update((r, done[r]) for r in batch)
+    return kept
 
-    Returns:
-        The aligned table (angles and origins in RELION's meaning, plus gumAlignScore and gumAlignMethod).
 
-    Raises:
-        GumalignError: box or voxel size mismatch, a missing image (before anything is written), unknown method.
-    """
+@dataclass
+class _Prepared:
+    """What align_table checked and found before any work: the box, pixel sizes, images, weights, input files."""
+
+    box: int
+    pixel_sizes: np.ndarray
+    paths: list[Path]
+    weights: object  # gumalign.align.particles.WeightSource
+    inputs: list[Path]
+
+
+def _prepare(table: ParticleTable, reference: Volume, spec: AlignerSpec, tilt_range, reference_name: str) -> _Prepared:
+    """The checks of align_table (and of merge_shards), before anything is written."""
     if len(table) == 0:
         raise GumalignError(f"{table.name}: no particles to align")
     box = reference.data.shape[0]
@@ -203,57 +258,206 @@ def align_table(
         from gumalign.weights import DEFAULT_MODEL, resolve_model
 
         inputs.append(resolve_model(spec.model or DEFAULT_MODEL)[0])
-    ppath = partial_path(out)
-    refuse_overwriting_inputs([out, ppath], inputs)
+    return _Prepared(box, pixel_sizes, paths, weights, inputs)
 
-    aligner = spec.build()
-    batch_size = spec.effective_batch_size
-    ref_batch = reference.data[None]
-    ref_weight = np.ones((1, box, box, box), dtype=np.float32)
 
-    key = _run_key(table, reference_name, spec, tilt_range, inputs)
-    prior = _prior(table, reference.voxel_size if reference.voxel_size > 0 else None)
-    done: dict[int, np.ndarray] = {}
-    resumed = resume and ppath.exists()
-    if resumed:
-        done = _read_partial(ppath, key, len(table))
-        _drop_cut_line(ppath)
-    progress(len(done))
-    todo = np.array([r for r in range(len(table)) if r not in done], dtype=int)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(ppath, "a" if resumed else "w") as handle:
-        if not resumed:
-            handle.write(json.dumps(key) + "\n")
-        try:
-            for rows, volumes in iter_particle_batches(paths, todo, batch_size, box):
-                part_w = weights.for_rows(rows)
-                start = None if prior is None else AlignmentResult(prior[0][rows], prior[1][rows], np.zeros(len(rows)))
-                result = aligner.align(ref_batch, ref_weight, volumes, part_w, prior=start)
-                values = _result_values(result, rows, paths)
-                _append_partial(handle, rows, values)
-                for row, line in zip(rows, values):
-                    done[int(row)] = line
-                progress(len(rows))
-        except GumalignError:
-            # Bad input found on the way (a particle of another box, one that aligns to NaN): rerunning meets it
-            # again, so nothing is kept for --continue.
-            handle.close()
-            ppath.unlink(missing_ok=True)
-            raise
-
-    values = np.stack([done[r] for r in range(len(table))])
+def _aligned(table: ParticleTable, values: np.ndarray, pixel_sizes: np.ndarray, label: str) -> ParticleTable:
+    """``table`` with the alignment of ``values`` ((n, 13): A row-major, shift xyz px, score) in RELION's meaning."""
     rotations = values[:, :9].reshape(-1, 3, 3)
     shifts_px = values[:, 9:12]
     scores = values[:, 12]
     # Aligner shift s means particle ≈ shift(rotate(ref, A), s); RELION's origin is -s (in Å here).
     origins_angst = -shifts_px * pixel_sizes[:, None]
-    aligned = table.with_alignment(rotations, origins_angst, **{SCORE_COLUMN: scores, METHOD_COLUMN: spec.label})
+    return table.with_alignment(rotations, origins_angst, **{SCORE_COLUMN: scores, METHOD_COLUMN: label})
+
+
+def _write(aligned: ParticleTable, out: Path, box: int, voxel_size: float, kept: list[Path], rerun: str) -> None:
+    """Write the STAR; a failure (a full disk at the very end) names the files that keep the work."""
     try:
-        write_star(aligned, out, box_size=box, default_pixel_size=reference.voxel_size or None)
-    except OSError as exc:  # a full disk at the very end: the work is not lost
+        write_star(aligned, out, box_size=box, default_pixel_size=voxel_size or None)
+    except OSError as exc:
         raise GumalignError(
-            f"{exc.filename or out}: {exc.strerror or exc}; the {len(table)} aligned particles are kept in {ppath}: "
-            "fix that and rerun with --continue"
+            f"{exc.filename or out}: {exc.strerror or exc}; the {len(aligned)} aligned particles are kept in "
+            f"{', '.join(map(str, kept))}: fix that and {rerun}"
         ) from None
+
+
+def align_table(
+    table: ParticleTable,
+    reference: Volume,
+    out: Path,
+    spec: AlignerSpec,
+    *,
+    tilt_range: tuple[float, float] | None = None,
+    reference_name: str = "",
+    resume: bool = False,
+    progress: Callable[[int], None] = lambda n: None,
+    shard: Shard | None = None,
+    world: World = SINGLE,
+    record: dict | None = None,
+) -> ParticleTable:
+    """Align every particle of ``table`` to ``reference`` and write the aligned STAR to ``out``.
+
+    Args:
+        spec: the aligner, on a resolved device (AlignerSpec.with_device); its batch size sets the batches read.
+        tilt_range: the wedge of particles without rlnCtfImage.
+        shard: align only this shard's rows and write its result file (:func:`shard_result_path`), not the STAR.
+        world: the ranks of a torchrun run (gumalign.distributed.init_if_launched): each aligns its shard, rank 0
+            writes the STAR. Not together with ``shard``.
+        record: more entries for a split run's key (the ops layer's: output, working folder, STAR flavour), which
+            :func:`merge_shards` reads back.
+
+    Particles with angles (and origins) in the STAR file pass them to the aligner as its prior: 'local' starts
+    there; the global methods ignore it.
+
+    Returns:
+        The aligned table (angles and origins in RELION's meaning, plus gumAlignScore and gumAlignMethod): all
+        particles (on every rank of a world), or with ``shard`` the shard's particles only.
+
+    Raises:
+        GumalignError: box or voxel size mismatch, a missing image (before anything is written), unknown method.
+    """
+    if shard is not None and world.size > 1:
+        raise GumalignError("--shard splits a run without torchrun; under torchrun every rank takes its shard itself")
+    prepared = _prepare(table, reference, spec, tilt_range, reference_name)
+    box, paths, weights = prepared.box, prepared.paths, prepared.weights
+    batch_size = spec.effective_batch_size
+    n = len(table)
+    part = world.shard if world.size > 1 else shard
+    rows_mine = part.rows(n, batch_size) if part is not None else np.arange(n)
+    ppath = partial_path(out, part)
+    result_path = shard_result_path(out, shard) if shard is not None else None
+    refuse_overwriting_inputs([out, ppath] + ([result_path] if result_path else []), prepared.inputs)
+
+    key = _run_key(table, reference_name, spec, tilt_range, prepared.inputs)
+    if part is not None:
+        key = json.loads(json.dumps({**key, "shard": [part.index + 1, part.count], **(record or {})}))
+    prior = _prior(table, reference.voxel_size if reference.voxel_size > 0 else None)
+    done: dict[int, np.ndarray] = {}
+    source = ppath if ppath.exists() else result_path if result_path is not None and result_path.exists() else None
+    resumed = resume and source is not None
+    if resumed:
+        read = _read_partial(source, key, n, rows_mine)
+        done = _whole_batches(read, rows_mine, batch_size)
+        if source != ppath or len(done) != len(read):
+            _rewrite_partial(ppath, key, done)  # whole batches only, so the batches redone are the straight run's
+        else:
+            _drop_cut_line(ppath)
+    progress(len(done))
+    todo = np.array([r for r in rows_mine if int(r) not in done], dtype=int)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if len(todo) or not resumed:
+        aligner = spec.build()
+        ref_batch = reference.data[None]
+        ref_weight = np.ones((1, box, box, box), dtype=np.float32)
+        with open(ppath, "a" if resumed else "w") as handle:
+            if not resumed:
+                handle.write(json.dumps(key) + "\n")
+            try:
+                for rows, volumes in iter_particle_batches(paths, todo, batch_size, box):
+                    part_w = weights.for_rows(rows)
+                    start = None if prior is None else AlignmentResult(prior[0][rows], prior[1][rows], np.zeros(len(rows)))
+                    result = aligner.align(ref_batch, ref_weight, volumes, part_w, prior=start)
+                    values = _result_values(result, rows, paths)
+                    _append_partial(handle, rows, values)
+                    for row, line in zip(rows, values):
+                        done[int(row)] = line
+                    progress(len(rows))
+            except GumalignError:
+                # Bad input found on the way (a particle of another box, one that aligns to NaN): rerunning meets it
+                # again, so nothing is kept for --continue.
+                handle.close()
+                ppath.unlink(missing_ok=True)
+                raise
+
+    mine = np.stack([done[int(r)] for r in rows_mine]) if len(rows_mine) else np.zeros((0, 13))
+    if shard is not None:
+        os.replace(ppath, result_path)  # the shard's result, complete: gumalign merge reads it
+        return _aligned(table.subset(rows_mine), mine, prepared.pixel_sizes[rows_mine], spec.label)
+    if world.size > 1:
+        counts = [len(Shard(r, world.size).rows(n, batch_size)) for r in range(world.size)]
+        values = world.gather_rows(mine, counts)
+    else:
+        values = mine
+    aligned = _aligned(table, values, prepared.pixel_sizes, spec.label)
+    failure = None
+    if world.is_main:
+        kept = [partial_path(out, Shard(r, world.size)) for r in range(world.size)] if world.size > 1 else [ppath]
+        try:
+            _write(aligned, out, box, reference.voxel_size, kept, "rerun with --continue")
+        except GumalignError as exc:
+            failure = exc
+    if world.any(failure is not None):  # every rank keeps its partial file when rank 0 could not write
+        if failure is not None:
+            raise failure
+        raise GumalignError(f"rank 0 could not write {out}; this rank's results are kept in {ppath} (--continue)")
     ppath.unlink(missing_ok=True)
+    return aligned
+
+
+def shard_results(paths: list[Path]) -> tuple[dict, np.ndarray]:
+    """The common key and the (n, 13) values of the N shard-result files of one split run, checked complete.
+
+    Raises:
+        GumalignError: a file that is not a shard result, shards of different runs, a missing or repeated shard, or a
+            shard without all its rows (an unfinished shard: rerun it, with --continue).
+    """
+    if not paths:
+        raise GumalignError("no shard files to merge")
+    headers = {Path(p): read_header(Path(p)) for p in paths}
+    first_path, first = next(iter(headers.items()))
+    if "shard" not in first:
+        raise GumalignError(f"{first_path}: not a shard result of `gumalign align --shard`")
+    common = {k: v for k, v in first.items() if k != "shard"}
+    count = int(first["shard"][1])
+    by_index: dict[int, Path] = {}
+    for path, header in headers.items():
+        if "shard" not in header:
+            raise GumalignError(f"{path}: not a shard result of `gumalign align --shard`")
+        other = {k: v for k, v in header.items() if k != "shard"}
+        if other != common or int(header["shard"][1]) != count:
+            changed = sorted(k for k in set(other) | set(common) if other.get(k) != common.get(k))
+            what = ", ".join(_KEY_LABELS.get(k, k) for k in changed) or "shard count"
+            raise GumalignError(f"{path}: belongs to another run than {first_path} (different {what})")
+        index = int(header["shard"][0])
+        if index in by_index:
+            raise GumalignError(f"{path} and {by_index[index]} are both shard {index}/{count}")
+        by_index[index] = path
+    missing = [i for i in range(1, count + 1) if i not in by_index]
+    if missing:
+        names = ", ".join(f"{i}/{count}" for i in missing)
+        raise GumalignError(f"shard(s) {names} missing: run them (gumalign align ... --shard I/{count}) and merge again")
+    n, batch_size = int(common["n"]), int(common["batch_size"])
+    values = np.zeros((n, 13))
+    for index in range(1, count + 1):
+        path = by_index[index]
+        rows = Shard(index - 1, count).rows(n, batch_size)
+        done = _read_partial(path, None, n, rows)
+        if len(done) != len(rows):
+            raise GumalignError(
+                f"{path}: holds {len(done)} of its shard's {len(rows)} particles; rerun shard {index}/{count} "
+                "with --continue"
+            )
+        for r in rows:
+            values[r] = done[int(r)]
+    return common, values
+
+
+def merge_shards(
+    table: ParticleTable, reference: Volume, out: Path, key: dict, values: np.ndarray, spec: AlignerSpec,
+    tilt_range, reference_name: str, shard_files: list[Path],
+) -> ParticleTable:
+    """Write the STAR of a split run from its shards (:func:`shard_results`): the same bytes as one run's.
+
+    ``table``, ``reference``, ``spec``, ``tilt_range`` and ``reference_name`` are the run's, read again; the input
+    files' fingerprint must still be the one the shards recorded.
+    """
+    prepared = _prepare(table, reference, spec, tilt_range, reference_name)
+    expected = _run_key(table, reference_name, spec, tilt_range, prepared.inputs)
+    changed = sorted(k for k in expected if key.get(k) != expected[k])
+    if changed:
+        what = ", ".join(_KEY_LABELS.get(k, k) for k in changed)
+        raise GumalignError(f"{out}: the shards were made with different {what}; rerun them")
+    aligned = _aligned(table, values, prepared.pixel_sizes, spec.label)
+    _write(aligned, out, prepared.box, reference.voxel_size, shard_files, "merge again")
     return aligned

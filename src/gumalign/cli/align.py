@@ -5,6 +5,8 @@ Example usage:
     gumalign align --ref ref.mrc --particles parts.star --method gumnet --refine --out aligned.star
     gumalign align --ref ref.mrc --particles parts.star --method ht --tilt-range -60 60 --out aligned.star
     gumalign align ... --continue        # resume a killed run from what it wrote
+    torchrun --nproc-per-node 4 $(which gumalign) align ...   # 4 ranks (GPUs), one STAR written by rank 0
+    gumalign align ... --shard 3/8       # shard 3 of a SLURM array of 8; then: gumalign merge aligned.star.shard*of8
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def command(
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Use a --model file that has no record or does not match it.")
     ] = False,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(help="Align only shard I of N (1-based, e.g. 3/8; without torchrun) and write "
+                          "<out>.shardIofN; `gumalign merge` writes the STAR of all N.", show_default=False),
+    ] = None,
     star_version: StarVersion = None,
     tomograms: Tomograms = None,
     optimisation_set: OptimisationSet = False,
@@ -49,6 +56,7 @@ def command(
     """Align every particle to the reference and write their orientations and shifts in RELION's meaning
     (particle ≈ shift(rotate(reference, A), -origin)), keeping every input column and adding gumAlignScore."""
     from gumalign.align.spec import AlignerSpec
+    from gumalign.distributed import current, parse_shard
     from gumalign.ops import AlignRequest, StarOutput, align
 
     request = AlignRequest(
@@ -57,6 +65,8 @@ def command(
                             max_frequency=max_frequency, angular_step_deg=angular_step, batch_size=batch_size),
         tilt_range=tuple(tilt_range) if tilt_range else None, resume=resume, allow_unverified=allow_unverified,
         star=StarOutput(star_version, tomograms, optimisation_set),
+        shard=parse_shard(shard) if shard is not None else None,
     )
     report = align(request, cli_runtime(device, threads, quiet))
-    print_summary(report.summary(), json_out)
+    if current().is_main:  # under torchrun, one summary for the run
+        print_summary(report.summary(), json_out)

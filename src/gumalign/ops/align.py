@@ -5,15 +5,20 @@
 
     report = align(AlignRequest(reference=Path("ref.mrc"), particles=Path("parts.star"), out=Path("aligned.star"),
                                 aligner=AlignerSpec(method="fa")), Runtime(device="cpu", threads=2))
+
+Under torchrun every rank aligns its shard and rank 0 writes the STAR; with ``shard`` one process aligns one shard of a
+SLURM array and writes its result for `gumalign merge` (gumalign.distributed, gumalign.align.pipeline).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gumalign.align.spec import AlignerSpec
+from gumalign.distributed import Shard
 from gumalign.ops.runtime import Runtime
 from gumalign.ops.star_output import StarOutput
 
@@ -31,6 +36,8 @@ class AlignRequest:
         resume: continue a killed run from ``<out>.partial``.
         allow_unverified: use a model file that has no record or does not match it.
         star: the RELION flavour written (gumalign.ops.star_output.StarOutput).
+        shard: align only this shard of the rows (``--shard I/N``, without torchrun) and write
+            ``<out>.shardIofN`` for `gumalign merge` instead of the STAR file.
     """
 
     reference: Path
@@ -41,6 +48,7 @@ class AlignRequest:
     resume: bool = False
     allow_unverified: bool = False
     star: StarOutput = field(default_factory=StarOutput)
+    shard: Shard | None = None
 
 
 @dataclass
@@ -55,9 +63,10 @@ class AlignReport:
     def summary(self) -> dict:
         scores = self.table.numeric("gumAlignScore")
         n = len(self.table)
+        mean, median = (float(scores.mean()), float(_median(scores))) if n else (float("nan"), float("nan"))
         return {
-            "particles": n, "method": self.method, "mean_score": round(float(scores.mean()), 6),
-            "median_score": round(float(_median(scores)), 6), "seconds": round(self.seconds, 2),
+            "particles": n, "method": self.method, "mean_score": round(mean, 6),
+            "median_score": round(median, 6), "seconds": round(self.seconds, 2),
             "seconds_per_particle": round(self.seconds / max(n, 1), 4), "out": str(self.out),
         }
 
@@ -74,7 +83,9 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     Raises:
         GumalignError: bad input (one line naming the file and what is wrong), before any output is written.
     """
-    from gumalign.align.pipeline import align_table, partial_path
+    from gumalign import distributed
+    from gumalign.align.pipeline import align_table, partial_path, shard_result_path
+    from gumalign.errors import GumalignError
     from gumalign.io.atomic import check_output_file, refuse_overwriting_inputs
     from gumalign.io.mrc import read_volume
     from gumalign.io.star import read_star
@@ -83,22 +94,45 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     runtime = runtime or Runtime()
     out = Path(request.out)
     check_output_file(out)
+    shard = request.shard
     refuse_overwriting_inputs([out, partial_path(out)], [request.reference, request.particles])
     reference = read_volume(request.reference)
     table = request.star.prepare(read_star(request.particles), runtime.log)
-    with runtime.applied() as device, unverified_models_allowed(request.allow_unverified):
+    world = distributed.init_if_launched(distributed.rank_device(runtime.device))
+    if shard is not None and world.size > 1:
+        raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
+    ranked = distributed.rank_runtime(runtime, world)
+    record = None
+    if shard is not None or world.size > 1:  # what `gumalign merge` needs to write the STAR of the shards
+        star = request.star
+        record = {"out": str(out), "cwd": os.getcwd(), "star": {
+            "version": star.version, "tomograms": None if star.tomograms is None else str(star.tomograms),
+            "optimisation_set": bool(star.optimisation_set)}}
+    with ranked.applied() as device, unverified_models_allowed(request.allow_unverified):
         spec = request.aligner.with_device(device)
+        part = world.shard if world.size > 1 else shard
+        count = len(part.rows(len(table), spec.effective_batch_size)) if part is not None else len(table)
+        if world.size > 1:
+            runtime.log(distributed.rank_line(world, count))
+        elif shard is not None:
+            runtime.log(f"shard {shard}: {count} particles")
         began = time.perf_counter()
-        with runtime.progress(f"align ({spec.label})", len(table)) as advance:
+        with ranked.progress(f"align ({spec.label})", count) as advance:
             aligned = align_table(
                 table, reference, out, spec, tilt_range=request.tilt_range, reference_name=str(request.reference),
-                resume=request.resume, progress=advance,
+                resume=request.resume, progress=advance, shard=shard, world=world, record=record,
             )
         elapsed = time.perf_counter() - began
-    report = AlignReport(aligned, out, spec.label, elapsed)
+    written = shard_result_path(out, shard) if shard is not None else out
+    report = AlignReport(aligned, written, spec.label, elapsed)
+    if len(aligned) == 0:  # an empty shard (more shards than batches)
+        ranked.log(f"wrote {written}: no particles in shard {shard}")
+        return report
     summary = report.summary()
-    runtime.log(
-        f"wrote {out}: {summary['particles']} particles, mean score {summary['mean_score']:.4f}, "
+    ranked.log(
+        f"wrote {written}: {summary['particles']} particles, mean score {summary['mean_score']:.4f}, "
         f"{summary['seconds_per_particle']:.3f} s per particle"
     )
+    if shard is not None:
+        ranked.log(f"when all {shard.count} shards are done: gumalign merge {out}.shard*of{shard.count}")
     return report
