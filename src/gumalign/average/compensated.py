@@ -36,6 +36,13 @@ references for realignment (iterative averaging).
 Sums are accumulated per half set (rlnRandomSubset 1 and 2) and never mixed: the full map is built from the two sums.
 Particles are streamed in batches from a :class:`~gumalign.average.stack.ParticleStack`; the work runs in torch on any
 device.
+
+Split runs (gumalign.distributed): the sums are all a map needs, and sums add. Under torchrun each rank accumulates
+its contiguous shard of the rows (``world``) and the ranks all-reduce the per-half sums before the maps are formed, so
+every rank holds the maps of all particles; ``--shard I/N`` accumulates one shard (:func:`accumulate_halves` with
+``rows``) and keeps its sums in a file (:func:`save_partial_sums`, npz without pickle) that `gumalign merge` adds up
+(:func:`load_partial_sums`, :func:`maps_from_sums`). The sums are float64, so the maps of a split run equal one
+run's to float64 rounding of the order of summation (well inside 1e-6 relative; float32 maps).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import numpy as np
 import torch
 
 from gumalign.average.stack import ArrayStack, ParticleStack, iter_batches
+from gumalign.distributed import SINGLE, World
 from gumalign.errors import GumalignError
 from gumalign.fourier.grids import shell_index
 from gumalign.fourier.layout import centred_to_rfft, rfft_to_centred, rotate_centred, rotate_weights
@@ -259,6 +267,7 @@ def average_particles(
     regularisation: float | str = DEFAULT_REGULARISATION,
     compensate: bool = True,
     progress: Advance | None = None,
+    world: World = SINGLE,
 ) -> AverageResult:
     """Average particles in the reference frame, per half set, compensating each particle's missing wedge.
 
@@ -275,11 +284,53 @@ def average_particles(
             module docstring).
         compensate: False for the plain mean (weights ignored).
         progress: called with the number of particles done after each batch.
+        world: the ranks of a torchrun run (gumalign.distributed): each accumulates its shard of the rows, the sums
+            are all-reduced, and every rank returns the maps of all n particles. Every rank passes the same inputs.
 
     Returns:
         An AverageResult.
     """
     stack = _as_stack(particles, weights)
+    n = len(stack)
+    check_regularisation(regularisation)
+    halves, assigned = assign_halves(n, halves)
+    rows = world.rows(n) if world.size > 1 else None
+    sums = accumulate_halves(
+        stack, matrices, origins_px, halves, rows=rows, batch_size=batch_size, device=device, compensate=compensate,
+        progress=progress,
+    )
+    reduce_sums(sums, world)
+    return maps_from_sums(sums, halves, assigned, regularisation, device)
+
+
+def check_regularisation(regularisation: float | str) -> None:
+    """'auto' or a number >= 0, else a GumalignError."""
+    if isinstance(regularisation, str):
+        if regularisation != "auto":
+            raise GumalignError(f"regularisation must be 'auto' or a number >= 0, got {regularisation!r}")
+    elif not regularisation >= 0:
+        raise GumalignError(f"regularisation must be 'auto' or a number >= 0, got {regularisation}")
+
+
+def accumulate_halves(
+    stack: ParticleStack,
+    matrices: np.ndarray,
+    origins_px: np.ndarray,
+    halves: np.ndarray,
+    *,
+    rows: np.ndarray | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    compensate: bool = True,
+    progress: Advance | None = None,
+) -> dict[int, FourierAccumulator]:
+    """The Fourier sums of each half set {1, 2} over ``rows`` of the stack (default: all), in batches of
+    ``batch_size`` consecutive rows.
+
+    Args:
+        matrices, origins_px: (n, 3, 3) and (n, 3) for all n particles of the stack (as average_particles).
+        halves: (n,) half set of every particle (assign_halves).
+    """
     n = len(stack)
     matrices = np.asarray(matrices, dtype=np.float64)
     origins_px = np.asarray(origins_px, dtype=np.float64)
@@ -287,25 +338,21 @@ def average_particles(
         raise GumalignError(f"expected {n} orientations and origins, got {matrices.shape} and {origins_px.shape}")
     if n == 0:
         raise GumalignError("no particles to average")
-    if isinstance(regularisation, str):
-        if regularisation != "auto":
-            raise GumalignError(f"regularisation must be 'auto' or a number >= 0, got {regularisation!r}")
-    elif not regularisation >= 0:
-        raise GumalignError(f"regularisation must be 'auto' or a number >= 0, got {regularisation}")
-    halves, assigned = assign_halves(n, halves)
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=int)
     device = torch.device(device)
     box = stack.box
     load_ctf = getattr(stack, "load_ctf", None)
     sums = {1: FourierAccumulator(box, device, compensate), 2: FourierAccumulator(box, device, compensate)}
-    for rows in iter_batches(n, batch_size):
-        volumes, batch_weights = stack.load(rows)
-        a = torch.as_tensor(matrices[rows], dtype=torch.float32, device=device)
-        o = torch.as_tensor(origins_px[rows], dtype=torch.float32, device=device)
+    for batch in iter_batches(len(rows), batch_size):
+        batch_rows = rows[batch]
+        volumes, batch_weights = stack.load(batch_rows)
+        a = torch.as_tensor(matrices[batch_rows], dtype=torch.float32, device=device)
+        o = torch.as_tensor(origins_px[batch_rows], dtype=torch.float32, device=device)
         aligned = to_reference_frame(torch.as_tensor(volumes, device=device), a, o)
         spectra = torch.fft.rfftn(aligned, dim=(-3, -2, -1))
         numerator_w = denominator_w = None
         if compensate:
-            terms = load_ctf(rows) if load_ctf is not None else None
+            terms = load_ctf(batch_rows) if load_ctf is not None else None
             if terms is None:  # a 0/1 (or fractional) observation weight: c = d = w
                 numerator_w = denominator_w = centred_to_rfft(
                     rotate_weights(torch.as_tensor(batch_weights, device=device), a.transpose(-1, -2))
@@ -315,14 +362,44 @@ def average_particles(
                 numerator_w = centred_to_rfft(rotate_centred(c, a.transpose(-1, -2)))
                 denominator_w = centred_to_rfft(rotate_centred(d, a.transpose(-1, -2)).clamp_min(0.0))
         for half, accumulator in sums.items():
-            select = torch.as_tensor(np.flatnonzero(halves[rows] == half), device=device)
+            select = torch.as_tensor(np.flatnonzero(halves[batch_rows] == half), device=device)
             accumulator.add(
                 spectra[select],
                 None if numerator_w is None else _take(numerator_w, select),
                 None if denominator_w is None else _take(denominator_w, select),
             )
         if progress is not None:
-            progress(len(rows))
+            progress(len(batch_rows))
+    return sums
+
+
+def reduce_sums(sums: dict[int, FourierAccumulator], world: World) -> None:
+    """All-reduce each half's sums and count in place over the ranks of ``world`` (nothing for one process)."""
+    if world.size == 1:
+        return
+    world.sum_(*(t for h in (1, 2) for t in (sums[h].numerator, sums[h].denominator)))
+    counts = world.sum_numbers(sums[1].count, sums[2].count)
+    sums[1].count, sums[2].count = int(round(counts[0])), int(round(counts[1]))
+
+
+def add_sums(total: dict[int, FourierAccumulator], more: dict[int, FourierAccumulator]) -> None:
+    """``total`` += ``more``, half by half (the shards of a split run, in shard order)."""
+    for h in (1, 2):
+        if total[h].box != more[h].box or total[h].compensate != more[h].compensate:
+            raise GumalignError("partial sums of different boxes or averaging modes cannot be added")
+        total[h].numerator += more[h].numerator.to(total[h].numerator.device)
+        total[h].denominator += more[h].denominator.to(total[h].denominator.device)
+        total[h].count += more[h].count
+
+
+def maps_from_sums(
+    sums: dict[int, FourierAccumulator], halves: np.ndarray, assigned: bool, regularisation: float | str,
+    device: torch.device | str = "cpu",
+) -> AverageResult:
+    """The AverageResult of the per-half sums of all particles (see the module docstring for the maps)."""
+    check_regularisation(regularisation)
+    device = torch.device(device)
+    box, compensate = sums[1].box, sums[1].compensate
     full = sums[1].merged(sums[2])
     lam: float | torch.Tensor = CONSTANT_REGULARISATION if regularisation == "auto" else float(regularisation)
     wiener, half_fsc = None, None
@@ -346,3 +423,49 @@ def average_particles(
         wiener_lambda=wiener,
         half_fsc=half_fsc,
     )
+
+
+PARTIAL_SUMS_KIND = "gumalign average partial sums"
+
+
+def save_partial_sums(path, sums: dict[int, FourierAccumulator], halves: np.ndarray, meta: dict) -> None:
+    """Write one shard's per-half sums to ``path`` (.npz, atomically; no pickle): for each half its numerator
+    (complex128 rfft layout), denominator (float64) and count, the half set of every particle, and ``meta`` (JSON:
+    what the shard was made from, which `gumalign merge` checks and uses)."""
+    import json
+
+    from gumalign.io.atomic import atomic_path
+
+    arrays = {"meta": np.array(json.dumps({"kind": PARTIAL_SUMS_KIND, **meta}, sort_keys=True)),
+              "halves": np.asarray(halves, dtype=np.int8)}
+    for h in (1, 2):
+        arrays[f"half{h}_numerator"] = sums[h].numerator.cpu().numpy()
+        arrays[f"half{h}_denominator"] = sums[h].denominator.cpu().numpy()
+        arrays[f"half{h}_count"] = np.array(sums[h].count, dtype=np.int64)
+        arrays[f"half{h}_compensate"] = np.array(sums[h].compensate)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load_partial_sums(path, device: torch.device | str = "cpu") -> tuple[dict, dict[int, FourierAccumulator], np.ndarray]:
+    """(meta, per-half sums, halves) of a file of :func:`save_partial_sums` (read without pickle)."""
+    import json
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("kind") != PARTIAL_SUMS_KIND:
+                raise KeyError("kind")
+            halves = data["halves"].astype(int)
+            sums = {}
+            for h in (1, 2):
+                numerator = data[f"half{h}_numerator"]
+                acc = FourierAccumulator(numerator.shape[0], torch.device(device), bool(data[f"half{h}_compensate"]))
+                acc.numerator = torch.from_numpy(numerator).to(device)
+                acc.denominator = torch.from_numpy(data[f"half{h}_denominator"]).to(device)
+                acc.count = int(data[f"half{h}_count"])
+                sums[h] = acc
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise GumalignError(f"{path}: not a partial-sums file of `gumalign average --shard` ({exc})") from None
+    return meta, sums, halves

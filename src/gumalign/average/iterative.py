@@ -4,6 +4,10 @@ Gold standard throughout: each half set is realigned only to its own half map (o
 reference given), so the two halves never see each other's particles and their FSC stays an honest resolution
 estimate. Any aligner of gumalign.align works (gumalign.align.registry.get_aligner); its result rotations are RELION's
 A and its shifts are -origin in pixels, so the new origins are -shifts.
+
+Under torchrun (``world``, gumalign.distributed) each rank realigns its share of every half's batches and averages its
+shard of the rows; the alignments are gathered and the sums all-reduced, so every rank holds every iteration's full
+result, the same as one process's (alignments bit for bit: every batch is the single-process run's).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from gumalign.align.base import AlignmentResult
 from gumalign.average.compensated import DEFAULT_REGULARISATION, AverageResult, assign_halves, average_particles
 from gumalign.average.stack import ParticleStack, iter_batches
+from gumalign.distributed import SINGLE, Shard, World
 from gumalign.errors import GumalignError
 from gumalign.progress import Advance, ProgressFactory, no_progress
 
@@ -47,6 +52,8 @@ def realign(
     *,
     batch_size: int = 64,
     progress: Advance | None = None,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
+    world: World = SINGLE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Align every particle to the reference of its half set.
 
@@ -59,6 +66,8 @@ def realign(
         progress: called with the number of particles done after each batch.
         prior: (matrices (n, 3, 3), origins_px (n, 3)) of the current alignment, passed to the aligner as each
             particle's prior pose (a local search starts there; global methods ignore it).
+        world: the ranks of a torchrun run: each aligns its contiguous share of each half's batches; the results are
+            gathered on every rank.
 
     Returns:
         matrices (n, 3, 3) RELION A, origins (n, 3) pixels (= -shifts), scores (n,).
@@ -70,8 +79,9 @@ def realign(
     # Half by half, so the aligner sees one reference in a row (and can keep the work it did on it).
     for half, (reference, reference_weight) in references.items():
         members = np.flatnonzero(halves == half)
-        for batch in iter_batches(len(members), batch_size):
-            rows = members[batch]
+        mine = members[world.rows(len(members), batch_size)]
+        for batch in iter_batches(len(mine), batch_size):
+            rows = mine[batch]
             volumes, weights = stack.load(rows)
             start = None
             if prior is not None:
@@ -82,6 +92,13 @@ def realign(
             scores[rows] = result.scores
             if progress is not None:
                 progress(len(rows))
+        if world.size > 1:
+            counts = [len(Shard(r, world.size).rows(len(members), batch_size)) for r in range(world.size)]
+            local = np.concatenate([matrices[mine].reshape(-1, 9), origins[mine], scores[mine, None]], axis=1)
+            gathered = world.gather_rows(local, counts)
+            matrices[members] = gathered[:, :9].reshape(-1, 3, 3)
+            origins[members] = gathered[:, 9:12]
+            scores[members] = gathered[:, 12]
     return matrices, origins, scores
 
 
@@ -99,6 +116,7 @@ def iterative_average(
     regularisation: float | str = DEFAULT_REGULARISATION,
     progress: ProgressFactory | None = None,
     on_iteration: Callable[[IterationResult], None] | None = None,
+    world: World = SINGLE,
 ) -> tuple[AverageResult | None, list[IterationResult]]:
     """Reference-free averaging: start from the average of the given alignment (or ``initial_reference``), then
     ``iterations`` times realign every particle to its half's current map and re-average.
@@ -113,7 +131,8 @@ def iterative_average(
         batch_size, device, regularisation: as gumalign.average.average_particles.
         progress: ``progress(description, total)`` -> context manager yielding ``advance(n)`` (e.g. the CLI's
             progress_bar), or None.
-        on_iteration: called with each IterationResult as soon as it is done (to write it out).
+        on_iteration: called with each IterationResult as soon as it is done (to write it out), on every rank.
+        world: the ranks of a torchrun run (see the module docstring); progress counts this rank's particles.
 
     Returns:
         (the starting average or None when ``initial_reference`` was given, the list of IterationResults).
@@ -123,7 +142,8 @@ def iterative_average(
     progress = progress or no_progress
     n = len(stack)
     halves, _ = assign_halves(n, halves)
-    common = dict(batch_size=batch_size, device=device, regularisation=regularisation, halves=halves)
+    common = dict(batch_size=batch_size, device=device, regularisation=regularisation, halves=halves, world=world)
+    mine = len(world.rows(n))  # this rank's share of the averaging (and, within a batch, of the aligning)
 
     start: AverageResult | None = None
     if initial_reference is not None:
@@ -133,18 +153,19 @@ def iterative_average(
         full_weight = np.ones_like(reference)
         references = {1: (reference, full_weight), 2: (reference, full_weight)}
     else:
-        with progress("averaging (start)", n) as advance:
+        with progress("averaging (start)", mine) as advance:
             start = average_particles(stack, matrices, origins_px, progress=advance, **common)
         references = _half_references(start)
 
     results: list[IterationResult] = []
     for iteration in range(1, iterations + 1):
-        with progress(f"iteration {iteration}/{iterations}: aligning", n) as advance:
+        aligning = sum(len(world.rows(int(np.sum(halves == h)), batch_size)) for h in references)
+        with progress(f"iteration {iteration}/{iterations}: aligning", aligning) as advance:
             new_matrices, new_origins, scores = realign(
                 stack, references, halves, aligner, batch_size=batch_size, progress=advance,
-                prior=(matrices, origins_px),
+                prior=(matrices, origins_px), world=world,
             )
-        with progress(f"iteration {iteration}/{iterations}: averaging", n) as advance:
+        with progress(f"iteration {iteration}/{iterations}: averaging", mine) as advance:
             average = average_particles(stack, new_matrices, new_origins, progress=advance, **common)
         result = IterationResult(iteration, average, new_matrices, new_origins, scores)
         results.append(result)

@@ -13,6 +13,9 @@ Example usage:
 
     gumalign average --particles aligned.star --out avg.mrc
     gumalign average --particles sim/particles.star --tilt-range -60 60 --iterations 3 --method ht --out avg.mrc
+    torchrun --nproc-per-node 4 $(which gumalign) average --particles aligned.star --out avg.mrc   # 4 ranks
+    gumalign average --particles aligned.star --out avg.mrc --shard 2/8   # writes avg_shard2of8.npz
+    gumalign merge avg_shard*of8.npz                                       # the maps of all 8 shards
 """
 
 from __future__ import annotations
@@ -74,6 +77,17 @@ def command(
     ] = None,
     device: Device = "auto",
     threads: Threads = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(help="Sum only shard I of N (1-based, e.g. 2/8; without torchrun) and write its sums to "
+                          "--partial-out instead of the maps; `gumalign merge` writes the maps of all N.",
+                     show_default=False),
+    ] = None,
+    partial_out: Annotated[
+        Optional[Path],
+        typer.Option("--partial-out", help="With --shard: the shard's sums (.npz; default <out>_shardIofN.npz).",
+                     show_default=False),
+    ] = None,
     star_version: StarVersion = None,
     tomograms: Tomograms = None,
     optimisation_set: OptimisationSet = False,
@@ -82,6 +96,7 @@ def command(
 ) -> None:
     """Average aligned subtomograms with missing-wedge compensation; write the map, half maps and a slice montage."""
     from gumalign.align.spec import AlignerSpec
+    from gumalign.distributed import current, parse_shard
     from gumalign.ops import AverageRequest, StarOutput, average
 
     request = AverageRequest(
@@ -91,6 +106,8 @@ def command(
         aligner=AlignerSpec(method=method, refine=refine, max_shift=max_shift, max_frequency=max_frequency,
                             angular_step_deg=angular_step, batch_size=batch_size),
         initial_reference=ref, batch_size=batch_size, star=StarOutput(star_version, tomograms, optimisation_set),
+        shard=parse_shard(shard) if shard is not None else None, partial_out=partial_out,
     )
     report = average(request, cli_runtime(device, threads, quiet))
-    print_summary(report.summary(), json_out)
+    if current().is_main:  # under torchrun, one summary for the run
+        print_summary(report.summary(), json_out)

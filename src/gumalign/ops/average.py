@@ -4,16 +4,21 @@
     from gumalign.ops import AverageRequest, Runtime, average
 
     report = average(AverageRequest(particles=Path("aligned.star"), out=Path("avg.mrc")), Runtime(device="cpu"))
+
+Under torchrun every rank sums its shard of the particles, the sums are all-reduced and rank 0 writes the maps; with
+``shard`` one process writes one shard's sums (``partial_out``) for `gumalign merge` (gumalign.distributed).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gumalign.align.spec import AlignerSpec
+from gumalign.distributed import Shard
 from gumalign.errors import GumalignError
 from gumalign.units import same_voxel_size
 from gumalign.ops.runtime import Runtime
@@ -39,6 +44,9 @@ class AverageRequest:
         initial_reference: starting map of the iterations (None: the average of the given alignment).
         batch_size: particles per averaging batch (None: AVERAGE_BATCH_SIZE).
         star: the RELION flavour of the STAR files written with iterations.
+        shard: sum only this shard of the particles (``--shard I/N``, without torchrun) and write its sums to
+            ``partial_out`` instead of the maps; `gumalign merge` writes the maps of all N.
+        partial_out: the shard's sums (.npz); None: :func:`partial_sums_path`.
     """
 
     particles: Path
@@ -52,6 +60,13 @@ class AverageRequest:
     initial_reference: Path | None = None
     batch_size: int | None = None
     star: StarOutput = field(default_factory=StarOutput)
+    shard: Shard | None = None
+    partial_out: Path | None = None
+
+
+def partial_sums_path(out: Path, shard: Shard) -> Path:
+    """``avg.mrc`` -> ``avg_shardIofN.npz``: where ``average --shard I/N`` keeps its sums by default."""
+    return sibling(out, f"_shard{shard.label}", ".npz")
 
 
 @dataclass
@@ -144,10 +159,21 @@ def check_request(request: AverageRequest) -> None:
         raise GumalignError(f"--regularisation must be 'auto' or a number >= 0, got {reg!r}")
     if request.batch_size is not None and request.batch_size < 1:
         raise GumalignError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if request.shard is not None and request.iterations > 0:
+        raise GumalignError(
+            "--shard writes one shard's sums for `gumalign merge`; --iterations realigns every particle each round, "
+            "so run it whole or under torchrun"
+        )
+    if request.partial_out is not None:
+        if request.shard is None:
+            raise GumalignError("--partial-out names the sums of a --shard run; add --shard I/N")
+        if Path(request.partial_out).suffix.lower() != ".npz":
+            raise GumalignError(f"--partial-out {request.partial_out}: expected an .npz file")
 
 
 def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageReport:
     """Average ``request.particles`` and write the maps (all of them or none); see AverageRequest."""
+    from gumalign import distributed
     from gumalign.average.compensated import average_particles
     from gumalign.io.atomic import check_output_file, refuse_overwriting_inputs
     from gumalign.io.star import read_star
@@ -155,37 +181,88 @@ def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageR
 
     runtime = runtime or Runtime()
     check_request(request)
-    out, ref = Path(request.out), request.initial_reference
+    out, ref, shard = Path(request.out), request.initial_reference, request.shard
     check_output_file(out)
     refuse_overwriting_inputs([out], [request.particles, ref])
     table = request.star.prepare(read_star(request.particles), runtime.log)
     require_particles(table, "average")
-    refuse_overwriting_inputs(
-        output_files(out, request.iterations), [request.particles, ref, *table_input_files(table)]
-    )
+    if shard is not None:
+        partial = Path(request.partial_out) if request.partial_out is not None else partial_sums_path(out, shard)
+        check_output_file(partial, "--partial-out")
+        refuse_overwriting_inputs([partial], [request.particles, *table_input_files(table)])
+    else:
+        refuse_overwriting_inputs(
+            output_files(out, request.iterations), [request.particles, ref, *table_input_files(table)]
+        )
+    world = distributed.init_if_launched(distributed.rank_device(runtime.device))
+    if shard is not None and world.size > 1:
+        raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
+    ranked = distributed.rank_runtime(runtime, world)
     batch_size = request.batch_size or AVERAGE_BATCH_SIZE
-    with runtime.applied() as device:
-        loaded = load_particles(table, request.tilt_range, request.pixel_size, runtime.log,
+    with ranked.applied() as device:
+        loaded = load_particles(table, request.tilt_range, request.pixel_size, ranked.log,
                                 identity_when_unaligned=request.iterations > 0)
+        if shard is not None:
+            return _average_shard(request, loaded, partial, device, batch_size, runtime)
+        if world.size > 1:
+            runtime.log(distributed.rank_line(world, len(world.rows(len(table)))))
         if request.iterations == 0:
-            with runtime.progress("averaging", len(table)) as advance:
+            with ranked.progress("averaging", len(world.rows(len(table)))) as advance:
                 result = average_particles(
                     loaded.stack, loaded.matrices, loaded.origins_px, halves=loaded.halves, batch_size=batch_size,
                     device=device, regularisation=request.regularisation, compensate=not request.plain,
-                    progress=advance,
+                    progress=advance, world=world,
                 )
-            files = write_maps(result, out, loaded.voxel_size, runtime.log)
+            if world.is_main:
+                files = write_maps(result, out, loaded.voxel_size, ranked.log)
+            else:
+                files = output_files(out, 0)
             return AverageReport(out, result.counts, loaded.voxel_size, loaded.stack.box, files)
-        return _iterate(request, loaded, device, batch_size, runtime)
+        return _iterate(request, loaded, device, batch_size, ranked, world)
 
 
-def _iterate(request: AverageRequest, loaded: LoadedParticles, device, batch_size: int, runtime: Runtime):
-    """The iterations of :func:`average`: each round's map and STAR written as soon as it is done."""
+def _average_shard(request: AverageRequest, loaded: LoadedParticles, partial: Path, device, batch_size: int,
+                   runtime: Runtime) -> AverageReport:
+    """``--shard I/N``: the per-half sums of the shard's particles, written to ``partial`` for `gumalign merge`."""
+    from gumalign.align.pipeline import files_fingerprint
+    from gumalign.average.compensated import accumulate_halves, assign_halves, save_partial_sums
+    from gumalign.ops.star_output import table_input_files
+
+    shard, table = request.shard, loaded.table
+    n = len(table)
+    rows = shard.rows(n)
+    runtime.log(f"shard {shard}: {len(rows)} particles")
+    halves, assigned = assign_halves(n, loaded.halves)
+    with runtime.progress("averaging", len(rows)) as advance:
+        sums = accumulate_halves(
+            loaded.stack, loaded.matrices, loaded.origins_px, halves, rows=rows, batch_size=batch_size,
+            device=device, compensate=not request.plain, progress=advance,
+        )
+    meta = {
+        "particles": table.name, "n": n, "inputs": files_fingerprint([Path(table.name), *table_input_files(table)]),
+        "tilt_range": list(request.tilt_range) if request.tilt_range is not None else None,
+        "pixel_size": request.pixel_size, "plain": request.plain, "regularisation": request.regularisation,
+        "halves_assigned": assigned, "box": loaded.stack.box, "voxel_size": loaded.voxel_size,
+        "out": str(request.out), "cwd": os.getcwd(), "shard": [shard.index + 1, shard.count],
+        "rows": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
+    }
+    save_partial_sums(partial, sums, halves, meta)
+    counts = (sums[1].count, sums[2].count)
+    runtime.log(f"wrote {partial}: the sums of {sum(counts)} particles (shard {shard}); when all {shard.count} "
+                f"shards are done: gumalign merge {sibling(Path(request.out), '_shard*of' + str(shard.count), '.npz')}")
+    return AverageReport(partial, counts, loaded.voxel_size, loaded.stack.box, [partial])
+
+
+def _iterate(request: AverageRequest, loaded: LoadedParticles, device, batch_size: int, runtime: Runtime, world=None):
+    """The iterations of :func:`average`: each round's map and STAR written as soon as it is done (by rank 0 of a
+    torchrun world, whose ranks share the work of every round)."""
     from gumalign.average.iterative import iterative_average
+    from gumalign.distributed import SINGLE
     from gumalign.io.atomic import atomic_outputs
     from gumalign.io.mrc import read_volume, write_volume
     from gumalign.io.star import write_star
 
+    world = world or SINGLE
     out, voxel_size, stack, table = Path(request.out), loaded.voxel_size, loaded.stack, loaded.table
     spec = request.aligner
     if request.batch_size is not None and spec.batch_size is None:
@@ -209,6 +286,9 @@ def _iterate(request: AverageRequest, loaded: LoadedParticles, device, batch_siz
 
     def write_iteration(step) -> None:
         path, star = sibling(out, f"_it{step.iteration:02d}"), sibling(out, f"_it{step.iteration:02d}", ".star")
+        if not world.is_main:
+            files.extend([path, star])
+            return
         origins_angst = step.origins_px * voxel_size
         updated = table.with_alignment(
             step.matrices, origins_angst, rlnRandomSubset=step.average.halves, gumAlignScore=step.scores
@@ -222,14 +302,17 @@ def _iterate(request: AverageRequest, loaded: LoadedParticles, device, batch_siz
     _, steps = iterative_average(
         stack, loaded.matrices, loaded.origins_px, aligner, request.iterations, halves=loaded.halves,
         initial_reference=initial, batch_size=batch_size, device=device, regularisation=request.regularisation,
-        progress=runtime.progress, on_iteration=write_iteration,
+        progress=runtime.progress, on_iteration=write_iteration, world=world,
     )
     final = steps[-1]
     final_table = table.with_alignment(
         final.matrices, final.origins_px * voxel_size, rlnRandomSubset=final.average.halves,
         gumAlignScore=final.scores,
     )
-    files += write_maps(final.average, out, voxel_size, runtime.log, star=(final_table, stack.box))
+    if world.is_main:
+        files += write_maps(final.average, out, voxel_size, runtime.log, star=(final_table, stack.box))
+    else:
+        files += output_files(out, 0) + [sibling(out, "", ".star")]
     return AverageReport(out, final.average.counts, voxel_size, stack.box, files, final_table,
                          [float(np.mean(s.scores)) for s in steps])
 
