@@ -14,6 +14,7 @@ from gumalign.cli import cluster as cluster_cmd
 from gumalign.cli import fsc as fsc_cmd
 from gumalign.cli import info as info_cmd
 from gumalign.cli import man as man_cmd
+from gumalign.cli import merge as merge_cmd
 from gumalign.cli import models as models_cmd
 from gumalign.cli import simulate as simulate_cmd
 from gumalign.cli import train as train_cmd
@@ -81,6 +82,7 @@ app.command("cluster")(cluster_cmd.command)
 app.command("fsc")(fsc_cmd.command)
 app.command("info")(info_cmd.command)
 app.command("man")(man_cmd.command)
+app.command("merge")(merge_cmd.command)
 app.add_typer(models_cmd.app, name="models")
 app.command("simulate")(simulate_cmd.command)
 app.command("train")(train_cmd.command)
