@@ -12,6 +12,7 @@ one. The caller's torch thread count is restored afterwards (Runtime.applied).
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -124,15 +125,20 @@ def train(request: TrainRequest, runtime: Runtime | None = None) -> TrainReport:
     init_files = [resolve_model(r.init)[0]] if r.init is not None else []
     refuse_overwriting_inputs(outputs, [r.particles, r.ref, r.pairs, *init_files])
 
-    threads = runtime.threads or available_cores()
-    with dataclasses.replace(runtime, threads=threads).applied() as device:
+    from gumalign import distributed
+
+    world = distributed.init_if_launched(distributed.rank_device(runtime.device))
+    # Under torchrun the ranks of a node share its cores.
+    threads = runtime.threads or max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    ranked = distributed.rank_runtime(dataclasses.replace(runtime, threads=threads), world)
+    with ranked.applied() as device:
         began = time.monotonic()
-        data = _training_data(r, threads, runtime)
-        return _train_on(r, data, began, device, outputs, runtime)
+        data = _training_data(r, threads, ranked, world)
+        return _train_on(r, data, began, device, outputs, ranked, world, runtime.log)
 
 
-def _training_data(r: TrainRequest, jobs: int, runtime: Runtime):
-    """The PairSet of the request's data source."""
+def _training_data(r: TrainRequest, jobs: int, runtime: Runtime, world=None):
+    """The PairSet of the request's data source (every rank of a torchrun world makes the same one)."""
     from gumalign.train.data import load_templates, pairs_from_pairs_star, pairs_from_particles, simulated_pairs
 
     if r.pairs is not None:
@@ -147,7 +153,7 @@ def _training_data(r: TrainRequest, jobs: int, runtime: Runtime):
     if not r.snrs:
         raise GumalignError("--simulate needs at least one --snr")
     if r.supervised or r.blobs or r.voxel_sizes or r.data_cache:
-        return _simulated_training_data(r, jobs, runtime)
+        return _simulated_training_data(r, jobs, runtime, world is None or world.is_main)
     runtime.log(f"simulating {r.n_pairs} pairs from {len(r.simulate)} structure(s) at SNR {list(r.snrs)}")
     templates = load_templates(list(r.simulate), box=32, voxel_size=r.voxel_size)
     return simulated_pairs(
@@ -156,9 +162,9 @@ def _training_data(r: TrainRequest, jobs: int, runtime: Runtime):
     )
 
 
-def _simulated_training_data(r: TrainRequest, jobs: int, runtime: Runtime):
+def _simulated_training_data(r: TrainRequest, jobs: int, runtime: Runtime, write_cache: bool = True):
     """Pairs from gumalign.train.data.simulated_training_pairs (built-ins at several voxel sizes, blobs, symmetry
-    mates for supervised training), read from / written to ``data_cache`` when given."""
+    mates for supervised training), read from / written to ``data_cache`` when given (written by rank 0 only)."""
     from gumalign.train.data import load_pairset, save_pairset, simulated_training_pairs
 
     sizes = list(r.voxel_sizes) if r.voxel_sizes else [float(r.voxel_size)]
@@ -180,15 +186,20 @@ def _simulated_training_data(r: TrainRequest, jobs: int, runtime: Runtime):
         tilt_range_b=tuple(options["tilt_range_b"]), max_shift=r.max_shift, max_angle=r.max_angle, jobs=jobs,
         with_mates=bool(r.supervised),
     )
-    if r.data_cache is not None:
+    if r.data_cache is not None and write_cache:
         save_pairset(data, r.data_cache, key)
         runtime.log(f"kept the pairs in {r.data_cache}")
     return data
 
 
-def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], runtime: Runtime) -> TrainReport:
-    """Split, build (or load) the model, train it with checkpoints, write the outputs (all three or none)."""
+def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], runtime: Runtime, world=None,
+              rank_log=None) -> TrainReport:
+    """Split, build (or load) the model, train it with checkpoints, write the outputs (all three or none; rank 0 of
+    a torchrun world, whose ranks share every batch)."""
+    import numpy as np
     import torch
+
+    from gumalign.distributed import SINGLE, rank_line
 
     from gumalign import __version__
     from gumalign.io.atomic import atomic_outputs
@@ -199,7 +210,19 @@ def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], 
     out = Path(r.out)
     if r.supervised and not data.has_truth:
         raise GumalignError("--supervised needs ground-truth orientations (simulated pairs, or STAR files with angles)")
+    world = world or SINGLE
     train_set, val_set = data.split(r.val_fraction, r.seed)
+    if world.size > 1:
+        # The ranks must train on the same pairs (each made its own): compare their fingerprints.
+        digest = float(int(train_set.fingerprint()[:13], 16))  # 52 bits: exact in float64
+        if len(set(world.gather_rows(np.array([digest]), [1] * world.size).tolist())) != 1:
+            raise GumalignError("the ranks made different training data; give every rank the same inputs and seed")
+        from gumalign.train.loop import check_batches_for_ranks
+
+        check_batches_for_ranks(len(train_set), r.batch_size, world)
+        share = sum(len(np.array_split(np.arange(min(r.batch_size, len(train_set) - s)), world.size)[world.rank])
+                    for s in range(0, len(train_set), r.batch_size))
+        (rank_log or runtime.log)(rank_line(world, share, "training pairs per epoch"))
     runtime.log(
         f"{len(train_set)} training and {len(val_set)} validation pairs of {data.box}³"
         f"{' with ground truth (reported, not used in the loss)' if data.has_truth else ''} "
@@ -222,7 +245,9 @@ def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], 
         supervised=r.supervised, max_cpu_seconds=None if r.max_cpu_minutes is None else 60.0 * r.max_cpu_minutes,
         max_wall_seconds=None if r.max_minutes is None else 60.0 * r.max_minutes - (time.monotonic() - began),
     )
-    history = _run_epochs(model, train_set, val_set, options, out, device, r.resume, runtime)
+    history = _run_epochs(model, train_set, val_set, options, out, device, r.resume, runtime, world)
+    if not world.is_main:
+        return TrainReport(out, history, {})
 
     last_val = history[-1]["val"] or {}
     record = {
@@ -262,7 +287,8 @@ def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], 
     return TrainReport(out, history, record)
 
 
-def _run_epochs(model, train_set, val_set, options, out: Path, device, resume: bool, runtime: Runtime) -> list[dict]:
+def _run_epochs(model, train_set, val_set, options, out: Path, device, resume: bool, runtime: Runtime,
+                world=None) -> list[dict]:
     """train_model with one runtime progress bar per epoch and one log line per epoch."""
     from gumalign.train.loop import train_model
 
@@ -286,8 +312,11 @@ def _run_epochs(model, train_set, val_set, options, out: Path, device, resume: b
                     f"; validation loss {entry['val']['loss']:.4f}")
             runtime.log(line)
 
+        from gumalign.distributed import SINGLE
+
         return train_model(
-            model, train_set, val_set, options, out, device, resume=resume, on_batch=on_batch, on_epoch=on_epoch
+            model, train_set, val_set, options, out, device, resume=resume, on_batch=on_batch, on_epoch=on_epoch,
+            world=world or SINGLE,
         )
 
 
