@@ -6,6 +6,11 @@ reference with its own weight. Each round: align every particle to every referen
 and replace each reference by the wedge-compensated average of its members in their alignment to it
 (gumalign.average). A class left empty is re-seeded with the particle that fits its class worst. Stops when no
 particle changes class, or after ``iterations`` rounds.
+
+Under torchrun (``world``, gumalign.distributed) each rank aligns its contiguous share of the batches against every
+reference and averages its shard of each class; the scores and poses are gathered and the class sums all-reduced, so
+every rank follows the same rounds with the numbers of one process (alignments bit for bit, since every batch is the
+single-process run's; class averages to float64 rounding of the summation order).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from gumalign.average.compensated import DEFAULT_REGULARISATION, average_particles
 from gumalign.average.stack import ParticleStack, SubsetStack, iter_batches
 from gumalign.cluster.pairwise import check_k, renumber_by_size
+from gumalign.distributed import SINGLE, Shard, World
 from gumalign.errors import GumalignError
 from gumalign.progress import ProgressFactory, no_progress
 
@@ -52,31 +58,44 @@ class ReferenceClustering:
         return np.lexsort((-own, self.labels))
 
 
-def _align_to_all(stack, references, aligner, batch_size, advance):
-    """Align every particle to every reference: scores (n, K), matrices (n, K, 3, 3), origins (n, K, 3)."""
+def _align_to_all(stack, references, aligner, batch_size, advance, world: World = SINGLE):
+    """Align every particle to every reference: scores (n, K), matrices (n, K, 3, 3), origins (n, K, 3).
+
+    With ``world`` each rank aligns its share of the batches (rows world.rows(n, batch_size)) and every rank gets
+    all results."""
     n, k = len(stack), len(references)
     scores = np.zeros((n, k))
     matrices = np.zeros((n, k, 3, 3))
     origins = np.zeros((n, k, 3))
+    mine = world.rows(n, batch_size)
     # Reference by reference, so the aligner sees one reference in a row (and can keep the work it did on it).
     for c, (reference, reference_weight) in enumerate(references):
-        for rows in iter_batches(n, batch_size):
+        for batch in iter_batches(len(mine), batch_size):
+            rows = mine[batch]
             volumes, weights = stack.load(rows)
             result = aligner.align(reference[None], reference_weight[None], volumes, weights)
             scores[rows, c] = result.scores
             matrices[rows, c] = result.rotations
             origins[rows, c] = -np.asarray(result.shifts)
             advance(len(rows))
+    if world.size > 1:
+        counts = [len(Shard(r, world.size).rows(n, batch_size)) for r in range(world.size)]
+        local = np.concatenate([scores[mine], matrices[mine].reshape(len(mine), -1), origins[mine].reshape(len(mine), -1)],
+                               axis=1)
+        gathered = world.gather_rows(local, counts)
+        scores = gathered[:, :k]
+        matrices = gathered[:, k : 10 * k].reshape(n, k, 3, 3)
+        origins = gathered[:, 10 * k :].reshape(n, k, 3)
     return scores, matrices, origins
 
 
-def _farthest_first(stack, aligner, k, rng, batch_size, advance) -> list[int]:
+def _farthest_first(stack, aligner, k, rng, batch_size, advance, world: World = SINGLE) -> list[int]:
     n = len(stack)
     chosen = [int(rng.integers(n))]
     best = np.full(n, -np.inf)
     while len(chosen) < k:
         volume, weight = stack.load(np.array([chosen[-1]]))
-        scores, _, _ = _align_to_all(stack, [(volume[0], weight[0])], aligner, batch_size, advance)
+        scores, _, _ = _align_to_all(stack, [(volume[0], weight[0])], aligner, batch_size, advance, world)
         best = np.maximum(best, scores[:, 0])
         best[chosen] = np.inf
         chosen.append(int(np.argmin(best)))
@@ -94,6 +113,7 @@ def reference_based_clustering(
     device="cpu",
     regularisation: float | str = DEFAULT_REGULARISATION,
     progress: ProgressFactory | None = None,
+    world: World = SINGLE,
 ) -> ReferenceClustering:
     """Cluster particles by alignment to K evolving class references (see module docstring).
 
@@ -105,7 +125,9 @@ def reference_based_clustering(
         seed: seeds the choice of the first reference.
         batch_size: particles per call to the aligner.
         device, regularisation: for the class averages (gumalign.average.average_particles).
-        progress: ``progress(description, total)`` -> context manager yielding ``advance(n)``, or None.
+        progress: ``progress(description, total)`` -> context manager yielding ``advance(n)``, or None (counting
+            this rank's alignments and particles under torchrun).
+        world: the ranks of a torchrun run (module docstring); every rank returns the whole clustering.
     """
     n = len(stack)
     check_k(k, n)
@@ -113,8 +135,9 @@ def reference_based_clustering(
         raise GumalignError(f"--iterations must be at least 1, got {iterations}")
     progress = progress or no_progress
     rng = np.random.default_rng(seed)
-    with progress("choosing starting references", n * (k - 1)) as advance:
-        seeds = _farthest_first(stack, aligner, k, rng, batch_size, advance)
+    mine = len(world.rows(n, batch_size))
+    with progress("choosing starting references", mine * (k - 1)) as advance:
+        seeds = _farthest_first(stack, aligner, k, rng, batch_size, advance, world)
     volumes, weights = stack.load(np.array(seeds))
     references = [(volumes[c], weights[c] if len(weights) > 1 else weights[0]) for c in range(k)]
 
@@ -122,8 +145,8 @@ def reference_based_clustering(
     converged = False
     rounds = 0
     for rounds in range(1, iterations + 1):
-        with progress(f"round {rounds}/{iterations}: aligning to {k} references", n * k) as advance:
-            scores, matrices, origins = _align_to_all(stack, references, aligner, batch_size, advance)
+        with progress(f"round {rounds}/{iterations}: aligning to {k} references", mine * k) as advance:
+            scores, matrices, origins = _align_to_all(stack, references, aligner, batch_size, advance, world)
         new_labels = np.argmax(scores, axis=1)
         for c in range(k):
             if not np.any(new_labels == c):
@@ -135,7 +158,8 @@ def reference_based_clustering(
         converged = bool(np.array_equal(new_labels, labels))
         labels = new_labels
         references = []
-        with progress(f"round {rounds}/{iterations}: averaging classes", n) as advance:
+        averaging = sum(len(world.rows(int(np.sum(labels == c)))) for c in range(k))
+        with progress(f"round {rounds}/{iterations}: averaging classes", averaging) as advance:
             for c in range(k):
                 members = np.flatnonzero(labels == c)
                 average = average_particles(
@@ -146,6 +170,7 @@ def reference_based_clustering(
                     device=device,
                     regularisation=regularisation,
                     progress=advance,
+                    world=world,
                 )
                 references.append((average.full, average.observed_weight()))
         if converged:
