@@ -31,10 +31,14 @@ a 128³ particle is matched and searched at 32³; a 32³ particle is not cropped
 method's). Steps 1–4 then work in the cropped box (wedge, sphere of radius M/2, spectra, translation searches within
 max_shift·M/N, convergence when a position moves by at most one cropped voxel). When the box is cropped, step 5
 compares the seeds by the constrained correlation over the cropped box's whole band (|k| < M/2 = 2·max_freq, which
-at M = N is the full band), and the winner's shift is found again at full sampling by a full-band FFT search that
-keeps the better of the two shifts (gumalign.align.scoring.search_or_keep): shifts keep full-voxel precision, and the
-score reported is the full-band constrained correlation at that shift, as without cropping. Cost per particle: the
-cropped work plus one FFT of the particle and one full-size rotation and search for the winning seed.
+at M = N is the full band), and the winner's shift is found again by an FFT search at the box F =
+band_box(N, 2·max_freq) = 8·max_freq (64 for the default 8; the full box when N <= F), keeping the better of the two
+shifts (gumalign.align.scoring.search_or_keep). F holds twice the method's band, so shifts there are as precise as
+the band can make them (sub-voxel in F, a fraction of the band's resolution element), and the score reported is the
+constrained correlation over |k| < 2·max_freq cycles per box: the whole band of a 32³ particle, the same band at
+every box, so scores (and `cluster`'s distances) do not depend on the box size. Cost per particle: the cropped work
+plus one Fourier crop of the particle and one F³ rotation and search for the winning seed (at 128³ with the default
+band, a 64³ search instead of a 128³ one: 8x fewer voxels to rotate).
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ class FAAligner(BatchedAligner):
         if not (1 <= bandwidth[0] <= bandwidth[1]):
             raise ValueError(f"bandwidth must be (b_min, b_max) with 1 <= b_min <= b_max, got {bandwidth}")
         self.max_shift = max_shift
+        self._max_shift_here = max_shift  # in voxels of the volumes _align_at sees (the final box's when cropped)
         self.max_freq = int(max_freq)
         self.bandwidth = (int(bandwidth[0]), int(bandwidth[1]))
         self.device = resolve_device(str(device))  # 'auto' | 'cpu' | 'cuda[:N]' or a torch.device
@@ -158,6 +163,11 @@ class FAAligner(BatchedAligner):
     def working_box(self, n_box: int) -> int:
         """The box the method works at: band_box(N, max_freq), or N without ``fourier_crop``."""
         return band_box(n_box, self.max_freq) if self.fourier_crop else n_box
+
+    def final_box(self, n_box: int) -> int:
+        """The box of the winner's last shift search and score: band_box(N, 2·max_freq), or N without
+        ``fourier_crop`` (module docstring)."""
+        return band_box(n_box, 2 * self.max_freq) if self.fourier_crop else n_box
 
     def grid_size(self, n_box: int) -> int:
         shells = self.shells(n_box)
@@ -216,6 +226,23 @@ class FAAligner(BatchedAligner):
         return grid_rotations(fine.cpu().numpy(), n)
 
     def _align_batch(self, refs, ref_w, parts, part_w) -> AlignmentResult:
+        """Large boxes are first Fourier-cropped to the final search's box (one FFT of each full-size particle; the
+        working box is then cropped from that), and the shifts scaled back to the particles' voxels."""
+        n_box = parts.shape[-1]
+        final = self.final_box(n_box)
+        if final == n_box:
+            self._max_shift_here = self.max_shift
+            return self._align_at(refs, ref_w, parts, part_w)
+        scale = n_box / final  # particle voxels per voxel of the final box
+        with torch.no_grad():
+            cropped = (fourier_crop(refs, final), crop_centred(ref_w, final), fourier_crop(parts, final),
+                       crop_centred(part_w, final))
+        self._max_shift_here = None if self.max_shift is None else self.max_shift / scale
+        result = self._align_at(*cropped)
+        return AlignmentResult(rotations=result.rotations, shifts=result.shifts * scale, scores=result.scores)
+
+    def _align_at(self, refs, ref_w, parts, part_w) -> AlignmentResult:
+        """F&A on volumes at most as large as the final box (shifts in their voxels, within ``_max_shift_here``)."""
         with torch.no_grad():
             n_box = parts.shape[-1]
             reference = self._prepared_reference(refs, ref_w)
@@ -251,7 +278,7 @@ class FAAligner(BatchedAligner):
                 refs, ref_w, parts, part_w, torch.as_tensor(winners.rotations, dtype=torch.float32, device=self.device),
                 torch.as_tensor(winners.shifts * (n_box / self.working_box(n_box)), dtype=torch.float32,
                                 device=self.device),
-                self.max_shift,
+                self._max_shift_here,
             )
         return AlignmentResult(rotations=winners.rotations, shifts=shifts.double().cpu().numpy(),
                                scores=scores.double().cpu().numpy())
@@ -268,7 +295,7 @@ class FAAligner(BatchedAligner):
         old_pos = np.full((count, 3), np.nan)
         active = np.ones(count, dtype=bool)
         n_box = particle.volumes.shape[-1]
-        max_shift = self.max_shift
+        max_shift = self._max_shift_here
         if max_shift is not None and n_box != box:  # a voxel of the working box is N/M of the particle's
             max_shift = max_shift * n_box / box
         for iteration in range(self.max_iterations):
