@@ -135,3 +135,22 @@ def test_ht_with_a_band_and_refine_with_a_band_work_cropped_on_64_cubed(particle
     assert np.all(refined.scores >= before - 1e-6)
     assert rotation_error(rotations, refined.rotations).max() < rotation_error(rotations, off).min() / 2
     assert translation_error(shifts, refined.shifts).max() < 0.5
+
+
+def test_fa_on_128_cubed_takes_its_last_search_and_score_at_twice_the_band():
+    """128³ at f = 8: matched at 32³, the winner's shift and score at 64³ (band_box(128, 16)); the score is the
+    constrained correlation over |k| < 16 cycles per box, what a 32³ particle's full band covers."""
+    reference, weight, rotations, shifts, particles = _particles(128, 2, seed=13)
+    ones = np.ones((1, 128, 128, 128), np.float32)
+    aligner = FAAligner(device="cpu")
+    assert aligner.working_box(128) == 32 and aligner.final_box(128) == 64 and aligner.final_box(64) == 64
+    result = aligner.align(reference[None], ones, particles, weight[None])
+    assert rotation_error(rotations, result.rotations).max() < 0.1
+    assert translation_error(shifts, result.shifts).max() < 1.5  # a fraction of the band's 16-voxel resolution
+    m = 64
+    expected = constrained_correlation(
+        fourier_crop(torch.from_numpy(reference)[None], m), crop_centred(torch.from_numpy(ones), m),
+        fourier_crop(torch.from_numpy(particles), m), crop_centred(torch.from_numpy(weight)[None], m),
+        torch.as_tensor(result.rotations, dtype=torch.float32), torch.as_tensor(result.shifts * m / 128,
+                                                                                 dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(result.scores, expected, atol=2e-3)
