@@ -236,7 +236,11 @@ def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], 
     else:
         model = build_model(r.arch or ("gumnet-so3" if r.supervised else "gumnet-compact"), seed=r.seed)
     if data.box != model.config.box:
-        raise GumalignError(f"Gum-Net takes {model.config.box}³ volumes; the training data are {data.box}³")
+        raise GumalignError(
+            f"Gum-Net takes {model.config.box}³ volumes; the training data are {data.box}³ (the architectures are "
+            f"built for {model.config.box}³: resample the particles to {model.config.box}³, e.g. with "
+            "`relion_image_handler --rescale_angpix` or `--new_box`; `align` resamples any box for a trained model)"
+        )
     runtime.log(f"{model.config.arch}: {parameter_count(model):,} parameters on {device}"
                 f"{f' ({torch.get_num_threads()} threads)' if device.type == 'cpu' else ''}")
 
