@@ -38,11 +38,13 @@ Particles are streamed in batches from a :class:`~gumalign.average.stack.Particl
 device.
 
 Split runs (gumalign.distributed): the sums are all a map needs, and sums add. Under torchrun each rank accumulates
-its contiguous shard of the rows (``world``) and the ranks all-reduce the per-half sums before the maps are formed, so
-every rank holds the maps of all particles; ``--shard I/N`` accumulates one shard (:func:`accumulate_halves` with
-``rows``) and keeps its sums in a file (:func:`save_partial_sums`, npz without pickle) that `gumalign merge` adds up
-(:func:`load_partial_sums`, :func:`maps_from_sums`). The sums are float64, so the maps of a split run equal one
-run's to float64 rounding of the order of summation (well inside 1e-6 relative; float32 maps).
+its contiguous shard of the rows (``world``), in whole batches of the single run, and the ranks all-reduce the
+per-half sums before the maps are formed, so every rank holds the maps of all particles; ``--shard I/N`` accumulates
+one shard (:func:`accumulate_halves` with ``rows``) and keeps its sums in a file (:func:`save_partial_sums`, npz
+without pickle) that `gumalign merge` adds up (:func:`load_partial_sums`, :func:`maps_from_sums`). Every batch is then
+the single run's and only the order in which the float64 batch sums are added differs, so the float32 maps equal one
+run's (bit for bit in tests/test_distributed.py; a float64 rounding of the order could move a last bit). Batches of
+other particles would change each transform at float32 rounding (~1e-7 relative in the maps).
 """
 
 from __future__ import annotations
@@ -284,8 +286,9 @@ def average_particles(
             module docstring).
         compensate: False for the plain mean (weights ignored).
         progress: called with the number of particles done after each batch.
-        world: the ranks of a torchrun run (gumalign.distributed): each accumulates its shard of the rows, the sums
-            are all-reduced, and every rank returns the maps of all n particles. Every rank passes the same inputs.
+        world: the ranks of a torchrun run (gumalign.distributed): each accumulates its shard of the rows (whole
+            batches), the sums are all-reduced, and every rank returns the maps of all n particles. Every rank passes
+            the same inputs.
 
     Returns:
         An AverageResult.
@@ -294,7 +297,7 @@ def average_particles(
     n = len(stack)
     check_regularisation(regularisation)
     halves, assigned = assign_halves(n, halves)
-    rows = world.rows(n) if world.size > 1 else None
+    rows = world.rows(n, batch_size) if world.size > 1 else None
     sums = accumulate_halves(
         stack, matrices, origins_px, halves, rows=rows, batch_size=batch_size, device=device, compensate=compensate,
         progress=progress,

@@ -143,7 +143,7 @@ def iterative_average(
     n = len(stack)
     halves, _ = assign_halves(n, halves)
     common = dict(batch_size=batch_size, device=device, regularisation=regularisation, halves=halves, world=world)
-    mine = len(world.rows(n))  # this rank's share of the averaging (and, within a batch, of the aligning)
+    mine = len(world.rows(n, batch_size))  # this rank's share of the averaging
 
     start: AverageResult | None = None
     if initial_reference is not None:

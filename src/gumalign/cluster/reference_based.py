@@ -158,7 +158,7 @@ def reference_based_clustering(
         converged = bool(np.array_equal(new_labels, labels))
         labels = new_labels
         references = []
-        averaging = sum(len(world.rows(int(np.sum(labels == c)))) for c in range(k))
+        averaging = sum(len(world.rows(int(np.sum(labels == c)), max(batch_size, 1))) for c in range(k))
         with progress(f"round {rounds}/{iterations}: averaging classes", averaging) as advance:
             for c in range(k):
                 members = np.flatnonzero(labels == c)

@@ -205,9 +205,9 @@ def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageR
         if shard is not None:
             return _average_shard(request, loaded, partial, device, batch_size, runtime)
         if world.size > 1:
-            runtime.log(distributed.rank_line(world, len(world.rows(len(table)))))
+            runtime.log(distributed.rank_line(world, len(world.rows(len(table), batch_size))))
         if request.iterations == 0:
-            with ranked.progress("averaging", len(world.rows(len(table)))) as advance:
+            with ranked.progress("averaging", len(world.rows(len(table), batch_size))) as advance:
                 result = average_particles(
                     loaded.stack, loaded.matrices, loaded.origins_px, halves=loaded.halves, batch_size=batch_size,
                     device=device, regularisation=request.regularisation, compensate=not request.plain,
@@ -230,7 +230,7 @@ def _average_shard(request: AverageRequest, loaded: LoadedParticles, partial: Pa
 
     shard, table = request.shard, loaded.table
     n = len(table)
-    rows = shard.rows(n)
+    rows = shard.rows(n, batch_size)  # whole batches of the single run, as torchrun's ranks take them
     runtime.log(f"shard {shard}: {len(rows)} particles")
     halves, assigned = assign_halves(n, loaded.halves)
     with runtime.progress("averaging", len(rows)) as advance:
