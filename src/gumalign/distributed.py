@@ -243,10 +243,12 @@ def init_if_launched(device: str = "auto") -> World:
             rank, size = int(os.environ[_ENV_RANK]), int(os.environ[_ENV_SIZE])
         except (KeyError, ValueError):
             raise GumalignError("WORLD_SIZE is set but RANK is not: start gumalign with torchrun") from None
-        cuda = str(device).startswith("cuda") or (str(device) == "auto" and torch.cuda.is_available())
+        from gumalign.devices import resolve_device
+
+        resolved = resolve_device(device)  # a GumalignError for CUDA where there is none
+        cuda = resolved.type == "cuda"
         if cuda:
-            index = int(str(device).split(":")[1]) if ":" in str(device) else int(os.environ.get(_ENV_LOCAL, "0"))
-            torch.cuda.set_device(index)
+            torch.cuda.set_device(resolved.index if resolved.index is not None else int(os.environ.get(_ENV_LOCAL, "0")))
         _backend = "nccl" if cuda else "gloo"
         dist.init_process_group(_backend, rank=rank, world_size=size)
         atexit.register(_destroy)

@@ -98,9 +98,9 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     refuse_overwriting_inputs([out, partial_path(out)], [request.reference, request.particles])
     reference = read_volume(request.reference)
     table = request.star.prepare(read_star(request.particles), runtime.log)
-    world = distributed.init_if_launched(distributed.rank_device(runtime.device))
-    if shard is not None and world.size > 1:
+    if shard is not None and distributed.launched():
         raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
+    world = distributed.init_if_launched(distributed.rank_device(runtime.device))
     ranked = distributed.rank_runtime(runtime, world)
     record = None
     if shard is not None or world.size > 1:  # what `gumalign merge` needs to write the STAR of the shards
