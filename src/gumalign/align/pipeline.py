@@ -95,27 +95,6 @@ def _read_partial(path: Path, key: dict | None, n: int, rows: np.ndarray | None 
     is an error naming the line. ``key`` None accepts any key (read_header() gives it); ``rows``: the rows the file
     may hold (a shard's), default 0..n-1.
     """
-    header, done = _read_lines(path, key, n, rows)
-    return done
-
-
-def read_header(path: Path) -> dict:
-    """The key (first line) of a partial or shard-result file."""
-    try:
-        with open(path) as handle:
-            first = handle.readline()
-    except UnicodeDecodeError:
-        first = ""
-    try:
-        header = json.loads(first)
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict):
-        raise GumalignError(f"{path}: not a gumalign partial-results file")
-    return header
-
-
-def _read_lines(path: Path, key: dict | None, n: int, rows: np.ndarray | None) -> tuple[dict, dict[int, np.ndarray]]:
     allowed = None if rows is None else set(int(r) for r in rows)
     text = path.read_text()
     lines = text.split("\n")
@@ -124,7 +103,7 @@ def _read_lines(path: Path, key: dict | None, n: int, rows: np.ndarray | None) -
     elif lines:
         lines.pop()  # no newline at the end: the write was cut short
     if not lines:
-        return {}, {}
+        return {}
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
@@ -150,7 +129,23 @@ def _read_lines(path: Path, key: dict | None, n: int, rows: np.ndarray | None) -
         except ValueError as exc:
             raise GumalignError(f"{path}: line {number} is corrupt ({exc}); delete the file to start over") from None
         done[row] = values
-    return header, done
+    return done
+
+
+def read_header(path: Path) -> dict:
+    """The key (first line) of a partial or shard-result file."""
+    try:
+        with open(path) as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        first = ""
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise GumalignError(f"{path}: not a gumalign partial-results file")
+    return header
 
 
 def _append_partial(handle, rows: np.ndarray, values: np.ndarray) -> None:
