@@ -53,3 +53,53 @@ def test_c1_is_the_method_itself_and_a_bad_group_is_one_line():
     assert type(plain).__name__ == "HTAligner"
     with pytest.raises(GumalignError, match="point group|symmetry"):
         AlignerSpec(method="ht", symmetry="Q5")
+
+
+def test_symmetrised_averages_equal_their_own_symmetry_images():
+    """average_particles with a point group: the map is its own image under every operator (C4: 90° about z
+    permutes the grid, so exactly up to float error), and C1 gives the map of no symmetry."""
+    from gumalign.average.compensated import average_particles
+    from gumalign.geometry.symmetry import point_group
+
+    volumes = np.stack([smooth_blob(seed=s, radius=9.0) for s in (1, 2, 3, 4)])
+    eye = np.tile(np.eye(3), (4, 1, 1))
+    wedge = wedge_mask((32,) * 3, (-60, 60), "centred")
+    plain = average_particles(volumes, eye, np.zeros((4, 3)), weights=wedge, regularisation=0.01).full
+    sym = average_particles(volumes, eye, np.zeros((4, 3)), weights=wedge, regularisation=0.01, symmetry="c4").full
+    z, y, x = np.indices((32,) * 3) - 16
+    inside = x**2 + y**2 + z**2 <= 15**2  # a 90° turn about N // 2 maps index 0 out of the box
+    for op in point_group("C4")[1:]:
+        image = transform_volumes(torch.from_numpy(sym), op[None])[0].numpy()
+        assert np.abs(image - sym)[inside].max() < 1e-4 * np.abs(sym).max()
+        plain_image = transform_volumes(torch.from_numpy(plain), op[None])[0].numpy()
+        assert np.abs(plain_image - plain)[inside].max() > 0.1 * np.abs(plain).max()  # the test is not empty
+
+
+def test_align_command_writes_one_orientation_for_every_mate_and_fsc_refuses_sym_without_half_sets(
+        d7_particles, tmp_path):
+    from typer.testing import CliRunner
+
+    from gumalign.cli.main import app
+    from gumalign.io.mrc import write_volume
+    from gumalign.io.star import read_star
+
+    reference, particles, wedge, a, mates, shift, ops = d7_particles
+    write_volume(tmp_path / "ref.mrc", reference, 10.0)
+    write_volume(tmp_path / "wedge.mrc", wedge, 10.0)
+    rows = []
+    for i, vol in enumerate(particles):
+        write_volume(tmp_path / f"p{i}.mrc", vol, 10.0)
+        rows.append(f"p{i}.mrc wedge.mrc 10.0")
+    (tmp_path / "parts.star").write_text("data_particles\n\nloop_\n_rlnImageName #1\n_rlnCtfImage #2\n"
+                                         "_rlnImagePixelSize #3\n" + "\n".join(rows) + "\n")
+    runner = CliRunner()
+    out = tmp_path / "aligned.star"
+    result = runner.invoke(app, ["align", "--ref", str(tmp_path / "ref.mrc"), "--particles", str(tmp_path / "parts.star"),
+                                 "--method", "fa", "--sym", "D7", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = read_star(out).matrices()
+    assert rotation_error(written[:1], written).max() < 0.1
+    assert rotation_error_sym(a[None], written, ops).max() < 0.1
+    result = runner.invoke(app, ["fsc", str(tmp_path / "ref.mrc"), str(tmp_path / "p0.mrc"), "--sym", "D7",
+                                 "--out", str(tmp_path / "f.star")])
+    assert result.exit_code == 2 and "--gold-standard" in result.output

@@ -270,6 +270,7 @@ def average_particles(
     compensate: bool = True,
     progress: Advance | None = None,
     world: World = SINGLE,
+    symmetry: str = "C1",
 ) -> AverageResult:
     """Average particles in the reference frame, per half set, compensating each particle's missing wedge.
 
@@ -289,6 +290,9 @@ def average_particles(
         world: the ranks of a torchrun run (gumalign.distributed): each accumulates its shard of the rows (whole
             batches), the sums are all-reduced, and every rank returns the maps of all n particles. Every rank passes
             the same inputs.
+        symmetry: a point group (RELION's names and axes): each half's sums are summed over the group before the
+            division (symmetrise_sums), so the maps equal their own symmetry images and every particle's wedge is
+            filled by its mates; C1 = none.
 
     Returns:
         An AverageResult.
@@ -303,7 +307,25 @@ def average_particles(
         progress=progress,
     )
     reduce_sums(sums, world)
+    symmetrise_sums(sums, symmetry)
     return maps_from_sums(sums, halves, assigned, regularisation, device)
+
+
+def symmetrise_sums(sums: dict[int, "FourierAccumulator"], symmetry: str) -> None:
+    """Each half's Σ c·P and Σ d summed over the point group in place (gumalign.fourier.symmetrise, as RELION's
+    BackProjector::symmetrise), the count multiplied by the group's order so λ stays per (expanded) particle; the
+    halves stay apart. C1: nothing."""
+    from gumalign.geometry.symmetry import operators, parse_group
+
+    if parse_group(symmetry) == "C1":
+        return
+    from gumalign.fourier.symmetrise import symmetrise_fourier_sums
+
+    ops = operators(parse_group(symmetry))
+    for h in (1, 2):
+        acc = sums[h]
+        acc.numerator, acc.denominator = symmetrise_fourier_sums(acc.numerator, acc.denominator, ops)
+        acc.count *= len(ops)
 
 
 def check_regularisation(regularisation: float | str) -> None:

@@ -117,6 +117,7 @@ def iterative_average(
     progress: ProgressFactory | None = None,
     on_iteration: Callable[[IterationResult], None] | None = None,
     world: World = SINGLE,
+    symmetry: str = "C1",
 ) -> tuple[AverageResult | None, list[IterationResult]]:
     """Reference-free averaging: start from the average of the given alignment (or ``initial_reference``), then
     ``iterations`` times realign every particle to its half's current map and re-average.
@@ -142,7 +143,10 @@ def iterative_average(
     progress = progress or no_progress
     n = len(stack)
     halves, _ = assign_halves(n, halves)
-    common = dict(batch_size=batch_size, device=device, regularisation=regularisation, halves=halves, world=world)
+    # symmetry: every average is symmetrised (gumalign.average.compensated.average_particles), so the references
+    # the particles are realigned to are too.
+    common = dict(batch_size=batch_size, device=device, regularisation=regularisation, halves=halves, world=world,
+                  symmetry=symmetry)
     mine = len(world.rows(n, batch_size))  # this rank's share of the averaging
 
     start: AverageResult | None = None

@@ -169,6 +169,8 @@ def print_summary(summary: dict, json_path: Path | None = None) -> None:
             return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.6g}"
         return str(value).replace(" ", "_")
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports (its summary is the run's)
+        return
     if json_path is not None and str(json_path) == "-":
         typer.echo(json.dumps(summary, sort_keys=True))
         return

@@ -18,6 +18,7 @@ import typer
 
 from gumalign.cli._common import cli_runtime, handle_errors, print_summary
 from gumalign.cli._options import (
+    Symmetry,
     AlignBatchSize, AngularStep, Device, JsonOut, MaxFrequency, MaxShift, Method, Quiet, Refine, Threads, TiltRange,
 )
 from gumalign.cli._star_out import OptimisationSet, StarVersion, Tomograms
@@ -38,6 +39,7 @@ def command(
     max_shift: MaxShift = None,
     max_frequency: MaxFrequency = None,
     angular_step: AngularStep = None,
+    sym: Symmetry = "C1",
     resume: Annotated[bool, typer.Option("--continue", help="Resume a killed run from its .partial file.")] = False,
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Use a --model file that has no record or does not match it.")
@@ -62,7 +64,8 @@ def command(
     request = AlignRequest(
         reference=ref, particles=particles, out=out,
         aligner=AlignerSpec(method=method, refine=refine, model=model, max_shift=max_shift,
-                            max_frequency=max_frequency, angular_step_deg=angular_step, batch_size=batch_size),
+                            max_frequency=max_frequency, angular_step_deg=angular_step, batch_size=batch_size,
+                            symmetry=sym),
         tilt_range=tuple(tilt_range) if tilt_range else None, resume=resume, allow_unverified=allow_unverified,
         star=StarOutput(star_version, tomograms, optimisation_set),
         shard=parse_shard(shard) if shard is not None else None,

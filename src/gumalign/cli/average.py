@@ -27,6 +27,7 @@ import typer
 
 from gumalign.cli._common import cli_runtime, handle_errors, print_summary
 from gumalign.cli._options import (
+    Symmetry,
     AlignBatchSize, AngularStep, Device, JsonOut, MaxFrequency, MaxShift, Method, PixelSize, Quiet, Refine, Threads,
     TiltRange,
 )
@@ -70,6 +71,7 @@ def command(
     max_shift: MaxShift = None,
     max_frequency: MaxFrequency = None,
     angular_step: AngularStep = None,
+    sym: Symmetry = "C1",
     batch_size: Annotated[
         Optional[int],
         typer.Option(help="Particles per batch, of the averaging (default 64) and of the aligner (default: the "
@@ -104,7 +106,7 @@ def command(
         pixel_size=pixel_size, regularisation=parse_regularisation(regularisation), plain=plain,
         iterations=iterations,
         aligner=AlignerSpec(method=method, refine=refine, max_shift=max_shift, max_frequency=max_frequency,
-                            angular_step_deg=angular_step, batch_size=batch_size),
+                            angular_step_deg=angular_step, batch_size=batch_size, symmetry=sym),
         initial_reference=ref, batch_size=batch_size, star=StarOutput(star_version, tomograms, optimisation_set),
         shard=parse_shard(shard) if shard is not None else None, partial_out=partial_out,
     )

@@ -31,7 +31,7 @@ from typing import Annotated, List, Optional, Tuple
 import typer
 
 from gumalign.cli._common import cli_runtime, handle_errors, print_summary
-from gumalign.cli._options import Device, JsonOut, Quiet, Threads
+from gumalign.cli._options import Device, JsonOut, Quiet, Symmetry, Threads
 
 
 @handle_errors
@@ -60,6 +60,7 @@ def command(
     device: Device = "auto",
     threads: Threads = None,
     seed: Annotated[int, typer.Option(help="Seed of the phase randomisation.")] = 0,
+    sym: Symmetry = "C1",
     json_out: JsonOut = None,
     quiet: Quiet = False,
 ) -> None:
@@ -69,7 +70,7 @@ def command(
     request = FscRequest(
         maps=tuple(maps or ()), ref=ref, gold_standard=gold_standard, particles=particles, mask=mask, no_mask=no_mask,
         out=out, pixel_size=pixel_size, tilt_range=tuple(tilt_range) if tilt_range is not None else None,
-        batch_size=batch_size, seed=seed,
+        batch_size=batch_size, seed=seed, symmetry=sym,
     )
     report = fsc(request, cli_runtime(device, threads, quiet))
     print_summary(report.summary(), json_out)

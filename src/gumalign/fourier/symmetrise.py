@@ -75,4 +75,20 @@ def symmetrise_fourier_sums(numerator, denominator, group, *, batch: int = 24):
     sym_numerator = rotated[..., :half].contiguous().to(numerator.dtype)
     weights = torch.as_tensor(rfft_to_centred(denominator.detach().cpu().numpy(), box), device=device)
     sym_denominator = centred_to_rfft(symmetrise_weights(weights, ops, reduce="sum", batch=batch))
-    return sym_numerator, sym_denominator.contiguous().to(denominator.dtype)
+    # Only the sphere |k| < N/2 rotates onto itself: beyond it a rotated source leaves the cube (at a grid
+    # permutation such as C2's 180°, the Nyquist plane k = -N/2 would land on +N/2, which the cube does not hold), so,
+    # as RELION's BackProjector::symmetrise keeps r <= r_max, the symmetrised sums are cut to the sphere.
+    inside = _inside_sphere(box, half, device)
+    sym_numerator = sym_numerator * inside
+    sym_denominator = sym_denominator.contiguous() * inside
+    return sym_numerator, sym_denominator.to(denominator.dtype)
+
+
+def _inside_sphere(box: int, half: int, device) -> "torch.Tensor":
+    """(N, N, N//2 + 1) bool, rfft layout: |k| < N/2 cycles per box."""
+    import torch
+
+    k = torch.fft.fftfreq(box, device=device) * box
+    kx = torch.arange(half, device=device, dtype=k.dtype)
+    radius2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2
+    return radius2 < (box / 2) ** 2

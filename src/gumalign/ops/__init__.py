@@ -20,6 +20,7 @@ from gumalign.ops.align import AlignReport, AlignRequest, align
 from gumalign.ops.average import AverageReport, AverageRequest, average
 from gumalign.ops.cluster import ClusterReport, ClusterRequest, cluster
 from gumalign.ops.fsc import FscReport, FscRequest, fsc
+from gumalign.ops.merge import MergeReport, MergeRequest, merge
 from gumalign.ops.runtime import Runtime
 from gumalign.ops.simulate import SimulateReport, SimulateRequest, simulate
 from gumalign.ops.star_output import StarOutput
@@ -27,6 +28,6 @@ from gumalign.ops.train import TrainReport, TrainRequest, train
 
 __all__ = [
     "AlignReport", "AlignRequest", "align", "AverageReport", "AverageRequest", "average", "ClusterReport", "ClusterRequest", "cluster",
-    "FscReport", "FscRequest", "fsc", "Runtime", "SimulateReport", "SimulateRequest", "simulate", "StarOutput",
+    "FscReport", "FscRequest", "fsc", "MergeReport", "MergeRequest", "merge", "Runtime", "SimulateReport", "SimulateRequest", "simulate", "StarOutput",
     "TrainReport", "TrainRequest", "train",
 ]

@@ -1,6 +1,7 @@
 """The `align` operation: every particle of a STAR file aligned to one reference, written as a RELION STAR file.
 
     from gumalign.align.spec import AlignerSpec
+from gumalign.errors import GumalignError
     from gumalign.ops import AlignRequest, Runtime, align
 
     report = align(AlignRequest(reference=Path("ref.mrc"), particles=Path("parts.star"), out=Path("aligned.star"),
@@ -77,6 +78,24 @@ def _median(values):
     return np.median(values)
 
 
+def _log_resampling(spec: AlignerSpec, box: int, log) -> None:
+    """One line when Gum-Net will see the particles at another sampling than theirs (gumalign.fourier.resample)."""
+    if spec.method != "gumnet" or spec.voxel_size is None:
+        return
+    from gumalign.fourier.resample import Resampling
+    from gumalign.weights import DEFAULT_MODEL, model_record
+
+    try:
+        record = model_record(spec.model or DEFAULT_MODEL)
+    except GumalignError:  # no record: the aligner itself says what it needs
+        return
+    model_box, model_voxel = int(record.get("box") or 32), float(record.get("voxel_size") or 0.0)
+    if model_voxel > 0:
+        plan = Resampling(box, spec.voxel_size, model_box, model_voxel)
+        if not plan.is_identity:
+            log(f"Gum-Net: {plan.describe()}; shifts and scores at the particles' own sampling")
+
+
 def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     """Align every particle of ``request.particles`` to ``request.reference`` and write ``request.out``.
 
@@ -109,7 +128,10 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
             "version": star.version, "tomograms": None if star.tomograms is None else str(star.tomograms),
             "optimisation_set": bool(star.optimisation_set)}}
     with ranked.applied() as device, unverified_models_allowed(request.allow_unverified):
-        spec = request.aligner.with_device(device)
+        # The particles' voxel size (the reference's: align_table refuses particles of another) lets Gum-Net bring
+        # them to its model's sampling.
+        spec = request.aligner.with_device(device).for_data(reference.voxel_size if reference.voxel_size > 0 else None)
+        _log_resampling(spec, reference.data.shape[-1], ranked.log)
         part = world.shard if world.size > 1 else shard
         count = len(part.rows(len(table), spec.effective_batch_size)) if part is not None else len(table)
         if world.size > 1:

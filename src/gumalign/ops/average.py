@@ -40,7 +40,8 @@ class AverageRequest:
         regularisation: Wiener term: 'auto' (per shell, from the half maps' FSC) or a constant >= 0.
         plain: a plain mean without wedge compensation.
         iterations: reference-free realign-and-average rounds (0: average only).
-        aligner: the aligner of the iterations.
+        aligner: the aligner of the iterations; its ``symmetry`` is also the point group every map is symmetrised
+            over (C1: none).
         initial_reference: starting map of the iterations (None: the average of the given alignment).
         batch_size: particles per averaging batch (None: AVERAGE_BATCH_SIZE).
         star: the RELION flavour of the STAR files written with iterations.
@@ -196,6 +197,8 @@ def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageR
         )
     if shard is not None and distributed.launched():
         raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
+    if shard is not None and request.aligner.symmetry != "C1":
+        raise GumalignError("--sym applies when the maps are made: give it to the single run (or merge), not --shard")
     world = distributed.init_if_launched(distributed.rank_device(runtime.device))
     ranked = distributed.rank_runtime(runtime, world)
     batch_size = request.batch_size or AVERAGE_BATCH_SIZE
@@ -211,7 +214,7 @@ def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageR
                 result = average_particles(
                     loaded.stack, loaded.matrices, loaded.origins_px, halves=loaded.halves, batch_size=batch_size,
                     device=device, regularisation=request.regularisation, compensate=not request.plain,
-                    progress=advance, world=world,
+                    progress=advance, world=world, symmetry=request.aligner.symmetry,
                 )
             if world.is_main:
                 files = write_maps(result, out, loaded.voxel_size, ranked.log)
@@ -269,7 +272,7 @@ def _iterate(request: AverageRequest, loaded: LoadedParticles, device, batch_siz
         from dataclasses import replace
 
         spec = replace(spec, batch_size=request.batch_size)  # one --batch-size for the command
-    aligner = spec.with_device(device).build()
+    aligner = spec.with_device(device).for_data(voxel_size).build()
     initial = None
     if request.initial_reference is not None:
         ref = request.initial_reference
@@ -302,7 +305,7 @@ def _iterate(request: AverageRequest, loaded: LoadedParticles, device, batch_siz
     _, steps = iterative_average(
         stack, loaded.matrices, loaded.origins_px, aligner, request.iterations, halves=loaded.halves,
         initial_reference=initial, batch_size=batch_size, device=device, regularisation=request.regularisation,
-        progress=runtime.progress, on_iteration=write_iteration, world=world,
+        progress=runtime.progress, on_iteration=write_iteration, world=world, symmetry=spec.symmetry,
     )
     final = steps[-1]
     final_table = table.with_alignment(

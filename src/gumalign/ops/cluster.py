@@ -93,21 +93,29 @@ def cluster(request: ClusterRequest, runtime: Runtime | None = None) -> ClusterR
     refuse_overwriting_inputs(outputs, [request.particles, *table_input_files(table)])
     check_k(k, len(table))
     voxel_size = table.common_pixel_size(request.pixel_size)
+    from gumalign import distributed
+
+    # Under torchrun --ref-based splits its alignments and class averages over the ranks; the pairwise path is not
+    # split (every rank computes the same scores). Rank 0 writes; the others log only their rank line.
+    world = distributed.init_if_launched(distributed.rank_device(runtime.device))
+    rank_runtime, runtime = runtime, distributed.rank_runtime(runtime, world)
     with runtime.applied() as device:
         stack = StarStack(table, tuple(request.tilt_range) if request.tilt_range is not None else None)
-        spec = request.aligner.with_device(device)
+        spec = request.aligner.with_device(device).for_data(voxel_size)
         aligner = spec.build()
         runtime.log(
             f"{request.particles}: {len(table)} particles, box {stack.box}, weights from {stack.weight_source}; "
             f"method {spec.label}"
         )
+        if world.size > 1 and request.ref_based:
+            rank_runtime.log(distributed.rank_line(world, len(world.rows(len(table), spec.effective_batch_size))))
         rounds = None
         if request.ref_based:
             from gumalign.cluster.reference_based import reference_based_clustering
 
             result = reference_based_clustering(
                 stack, aligner, k, iterations=request.iterations, seed=request.seed,
-                batch_size=spec.effective_batch_size, device=device, progress=runtime.progress,
+                batch_size=spec.effective_batch_size, device=device, progress=runtime.progress, world=world,
             )
             labels, scores, order, rounds = result.labels, result.scores, result.order, result.rounds
             own = scores[np.arange(len(labels)), labels - 1]
@@ -134,6 +142,8 @@ def cluster(request: ClusterRequest, runtime: Runtime | None = None) -> ClusterR
                 scale_ignores_diagonal=True,
             )
 
+    if not world.is_main:  # rank 0 writes the outputs of the whole run
+        return ClusterReport(labels, scores, out, outputs, rounds)
     with atomic_outputs(outputs) as tmp:  # all of them or none
         write_star(updated, tmp[out], box_size=stack.box, default_pixel_size=voxel_size)
         with open(tmp[npy], "wb") as handle:

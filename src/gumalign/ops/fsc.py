@@ -34,6 +34,7 @@ class FscRequest:
         tilt_range: the wedge of particles without rlnCtfImage (gold_standard).
         batch_size: particles per averaging batch (gold_standard; None: gumalign.ops.average.AVERAGE_BATCH_SIZE).
         seed: of the phase randomisation.
+        symmetry: point group the gold-standard half maps are symmetrised over (each half on its own); C1 = none.
     """
 
     maps: tuple[Path, ...] = ()
@@ -47,6 +48,7 @@ class FscRequest:
     tilt_range: tuple[float, float] | None = None
     batch_size: int | None = None
     seed: int = 0
+    symmetry: str = "C1"
 
 
 @dataclass
@@ -101,7 +103,8 @@ def read_pair(path1: Path, path2: Path, pixel_size: float | None):
     return first.data, second.data, float(voxel_size)
 
 
-def gold_standard_halves(table, tilt_range, pixel_size, batch_size: int | None, device, runtime: Runtime):
+def gold_standard_halves(table, tilt_range, pixel_size, batch_size: int | None, device, runtime: Runtime,
+                         symmetry: str = "C1"):
     """Average the two half sets of ``table`` independently: (half1, half2, voxel size).
 
     The half maps are `gumalign average`'s unfiltered half maps (the same loader, estimator and constant regulariser),
@@ -118,7 +121,7 @@ def gold_standard_halves(table, tilt_range, pixel_size, batch_size: int | None, 
         result = average_particles(
             loaded.stack, loaded.matrices, loaded.origins_px, halves=loaded.halves,
             batch_size=batch_size or AVERAGE_BATCH_SIZE, device=device, regularisation=CONSTANT_REGULARISATION,
-            progress=advance,
+            progress=advance, symmetry=symmetry,
         )
     runtime.log(f"{table.name}: half sets of {result.counts[0]} and {result.counts[1]} particles averaged")
     return result.unfiltered_half1, result.unfiltered_half2, loaded.voxel_size
@@ -145,6 +148,11 @@ def fsc(request: FscRequest, runtime: Runtime | None = None) -> FscReport:
     maps, ref, mask, particles = list(request.maps), request.ref, request.mask, request.particles
     if mask is not None and request.no_mask:
         raise GumalignError("--mask and --no-mask cannot be combined")
+    from gumalign.geometry.symmetry import parse_group
+
+    if parse_group(request.symmetry) != "C1" and not request.gold_standard:
+        raise GumalignError("--sym symmetrises the half maps --gold-standard makes; given maps are compared as they "
+                            "are (symmetrise them when you make them: gumalign average --sym)")
     # Every file this command writes, refused before any work when one of them would replace an input.
     out, xml, png, half_paths = output_files(request)
     outputs = [out, xml, png, *(half_paths if request.gold_standard else ())]
@@ -166,7 +174,7 @@ def fsc(request: FscRequest, runtime: Runtime | None = None) -> FscReport:
             runtime.log(note)
         with runtime.applied() as device:
             map1, map2, voxel_size = gold_standard_halves(
-                table, request.tilt_range, request.pixel_size, request.batch_size, device, runtime
+                table, request.tilt_range, request.pixel_size, request.batch_size, device, runtime, request.symmetry
             )
         # data_general names the half maps (rlnUnfilteredMapHalf1/2): they are written beside --out.
         names = tuple(str(p) for p in half_paths)
