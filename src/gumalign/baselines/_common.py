@@ -10,7 +10,7 @@ import torch
 
 from gumalign.align.base import AlignmentResult
 from gumalign.align.scoring import translation_search
-from gumalign.devices import resolve_device  # noqa: F401  (re-exported for the aligners)
+from gumalign.devices import resolve_device
 from gumalign.errors import GumalignError
 
 
@@ -101,14 +101,34 @@ def best_per_particle(n_particles, owner, rotations, shifts, scores) -> Alignmen
 
 
 class BatchedAligner:
-    """The Aligner.align both baselines share: check inputs, then ``_align_batch`` over chunks of ``batch_size``.
+    """What both baselines share: their common settings, the Fourier shells per box size (cached), and Aligner.align
+    (check inputs, then ``_align_batch`` over chunks of ``batch_size``).
 
-    Subclasses set ``device`` and ``batch_size`` and implement ``_align_batch(refs, ref_w, parts, part_w)`` on
-    (B or 1, N, N, N) tensors.
+    Subclasses call :meth:`_init_common` and implement ``_shell_rule(n_box) -> (top shell, degree of shell r)`` and
+    ``_align_batch(refs, ref_w, parts, part_w)`` on (B or 1, N, N, N) tensors.
     """
 
     device: torch.device
     batch_size: int
+
+    def _init_common(self, device, batch_size: int, max_shift: float | None, fourier_crop: bool) -> None:
+        self.max_shift = max_shift
+        self.device = resolve_device(str(device))  # 'auto' | 'cpu' | 'cuda[:N]' or a torch.device
+        self.batch_size = int(batch_size)
+        self.fourier_crop = bool(fourier_crop)
+        self._shells = {}
+        self._reference_key: str | None = None
+
+    def shells(self, n_box: int):
+        """The method's gumalign.baselines.shells.FourierShells for an N³ box (built once per box size)."""
+        from gumalign.baselines.shells import FourierShells
+
+        if n_box not in self._shells:
+            self._shells[n_box] = FourierShells.integer_radii(*self._shell_rule(n_box))
+        return self._shells[n_box]
+
+    def _shell_rule(self, n_box: int):
+        raise NotImplementedError
 
     def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
         """Align each particle to its reference (gumalign.align.base.Aligner).

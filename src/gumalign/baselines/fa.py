@@ -57,7 +57,6 @@ from gumalign.baselines._common import (
     check_inputs,
     fingerprint,
     gather,
-    resolve_device,
     rows,
     sphere_mask,
     translation_search_chunked,
@@ -70,7 +69,6 @@ from gumalign.baselines.matching import (
     signal_coefficients,
 )
 from gumalign.baselines.shells import (
-    FourierShells,
     centred_cube,
     centred_spectrum,
     shell_phase_ramp,
@@ -136,26 +134,20 @@ class FAAligner(BatchedAligner):
             raise ValueError(f"max_freq must be >= 1, got {max_freq}")
         if not (1 <= bandwidth[0] <= bandwidth[1]):
             raise ValueError(f"bandwidth must be (b_min, b_max) with 1 <= b_min <= b_max, got {bandwidth}")
-        self.max_shift = max_shift
+        self._init_common(device, batch_size, max_shift, fourier_crop)
         self._max_shift_here = max_shift  # in voxels of the volumes _align_at sees (the final box's when cropped)
         self.max_freq = int(max_freq)
         self.bandwidth = (int(bandwidth[0]), int(bandwidth[1]))
-        self.device = resolve_device(str(device))  # 'auto' | 'cpu' | 'cuda[:N]' or a torch.device
         self.num_seeds = int(num_seeds)
         self.max_iterations = int(max_iterations)
         self.euler_grid = euler_grid
-        self.batch_size = int(batch_size)
-        self.fourier_crop = bool(fourier_crop)
-        self._shells: dict[int, FourierShells] = {}
-        self._reference_key: str | None = None
         self._reference: _Prepared | None = None
 
     # --- set-up per box size -------------------------------------------------------------------------------------
-    def shells(self, n_box: int) -> FourierShells:
-        if n_box not in self._shells:
-            top, bandwidth = min(self.max_freq, n_box // 2), self.bandwidth
-            self._shells[n_box] = FourierShells.integer_radii(top, lambda r: adaptive_bandwidth(int(r), bandwidth) - 1)
-        return self._shells[n_box]
+    def _shell_rule(self, n_box: int):
+        """Shells 1..min(max_freq, N/2), PyTom's adaptive bandwidth per shell."""
+        bandwidth = self.bandwidth
+        return min(self.max_freq, n_box // 2), lambda r: adaptive_bandwidth(int(r), bandwidth) - 1
 
     def shell_weights(self, n_box: int) -> torch.Tensor:
         return torch.as_tensor(self.shells(n_box).radii, device=self.device) ** 2

@@ -44,12 +44,11 @@ from gumalign.baselines._common import (
     check_inputs,
     fingerprint,
     odd,
-    resolve_device,
     rows,
     translation_search_chunked,
 )
 from gumalign.baselines.matching import ShellCoefficients, constrained_score, normalisers, shell_coefficients
-from gumalign.baselines.shells import FourierShells, amplitude_spectrum, centred_cube, smooth_zero_frequency
+from gumalign.baselines.shells import amplitude_spectrum, centred_cube, smooth_zero_frequency
 from gumalign.align.scoring import search_or_keep
 from gumalign.fourier.crop import band_box, crop_centred, fourier_crop
 from gumalign.baselines.so3 import distinct_peaks, euler_grid_size, grid_rotations, local_maxima, refine_peaks
@@ -99,24 +98,18 @@ class HTAligner(BatchedAligner):
             raise ValueError(f"max_freq must be >= 1, got {max_freq}")
         if sh_degree < 1:
             raise ValueError(f"sh_degree must be >= 1, got {sh_degree}")
-        self.max_shift = max_shift
+        self._init_common(device, batch_size, max_shift, fourier_crop)
         self.sh_degree = int(sh_degree)
-        self.device = resolve_device(str(device))  # 'auto' | 'cpu' | 'cuda[:N]' or a torch.device
         self.max_candidates = max_candidates
-        self.batch_size = int(batch_size)
         self.peak_window = peak_window
         self.max_freq = None if max_freq is None else int(max_freq)
-        self.fourier_crop = bool(fourier_crop)
-        self._shells: dict[int, FourierShells] = {}
-        self._reference_key: str | None = None
         self._reference_coeffs: ShellCoefficients | None = None
 
     # --- set-up per box size -------------------------------------------------------------------------------------
-    def shells(self, n_box: int) -> FourierShells:
-        if n_box not in self._shells:
-            top = n_box // 2 if self.max_freq is None else min(self.max_freq, n_box // 2)
-            self._shells[n_box] = FourierShells.integer_radii(top, lambda r: ht_shell_degree(r, self.sh_degree))
-        return self._shells[n_box]
+    def _shell_rule(self, n_box: int):
+        """Shells 1..N/2 (or max_freq), H-T's degree per shell."""
+        top = n_box // 2 if self.max_freq is None else min(self.max_freq, n_box // 2)
+        return top, lambda r: ht_shell_degree(r, self.sh_degree)
 
     def shell_weights(self, n_box: int) -> torch.Tensor:
         """r² with the trapezoid rule's halves at the first and last shell."""
