@@ -187,3 +187,30 @@ def test_an_out_path_under_a_missing_folder_is_refused_before_any_work(tmp_path)
     assert list(tmp_path.iterdir()) == []
     result = runner.invoke(app, ["wedge", "--box", "8", "--out", str(tmp_path / "w.mrc"), "--quiet"])
     assert result.exit_code == 0 and (tmp_path / "w.mrc").is_file()
+
+
+def test_every_command_prints_one_parseable_summary_line_without_a_terminal(dataset):
+    """average, fsc, cluster and wedge as a batch job sees them: one key=value line on stdout each, progress as
+    plain lines on stderr (issue 17)."""
+    split = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    common = ["--tilt-range", "-60", "60", "--device", "cpu"]
+    aligned = dataset / "aligned.star"
+    assert split.invoke(app, ["align", "--ref", str(dataset / "ref.mrc"), "--particles", str(dataset / "parts.star"),
+                              "--out", str(aligned), "--method", "ht", *common, "--quiet"]).exit_code == 0
+    runs = {
+        "average": ["average", "--particles", str(aligned), "--out", str(dataset / "avg.mrc"), *common],
+        "fsc": ["fsc", str(dataset / "avg_half1.mrc"), str(dataset / "avg_half2.mrc"), "--out",
+                str(dataset / "fsc.star")],
+        "cluster": ["cluster", "--particles", str(aligned), "--k", "2", "--method", "ht", "--out",
+                    str(dataset / "classes.star"), *common],
+        "wedge": ["wedge", "--box", "8", "--out", str(dataset / "w.mrc")],
+    }
+    for name, args in runs.items():
+        result = split.invoke(app, args)
+        assert result.exit_code == 0, (name, result.output)
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, (name, result.stdout)
+        summary = dict(item.split("=", 1) for item in lines[0].split())
+        assert summary, name
+        if name in ("average", "cluster"):
+            assert "device: cpu" in result.stderr and "(100%)" in result.stderr, (name, result.stderr)
