@@ -1,7 +1,6 @@
 """The `align` operation: every particle of a STAR file aligned to one reference, written as a RELION STAR file.
 
     from gumalign.align.spec import AlignerSpec
-from gumalign.errors import GumalignError
     from gumalign.ops import AlignRequest, Runtime, align
 
     report = align(AlignRequest(reference=Path("ref.mrc"), particles=Path("parts.star"), out=Path("aligned.star"),
@@ -82,6 +81,7 @@ def _log_resampling(spec: AlignerSpec, box: int, log) -> None:
     """One line when Gum-Net will see the particles at another sampling than theirs (gumalign.fourier.resample)."""
     if spec.method != "gumnet" or spec.voxel_size is None:
         return
+    from gumalign.errors import GumalignError
     from gumalign.fourier.resample import Resampling
     from gumalign.weights import DEFAULT_MODEL, model_record
 
