@@ -58,7 +58,7 @@ class TrainOptions:
     translation outputs to converge; the aligner uses the network the same way (network rotation, FFT shift).
     """
 
-    epochs: int = 10
+    epochs: int = 20  # as `gumalign train` (gumalign.ops.train.TrainRequest)
     batch_size: int = 32
     lr: float = 1e-5
     decay: float = 2e-8
