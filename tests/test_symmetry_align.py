@@ -103,3 +103,16 @@ def test_align_command_writes_one_orientation_for_every_mate_and_fsc_refuses_sym
     result = runner.invoke(app, ["fsc", str(tmp_path / "ref.mrc"), str(tmp_path / "p0.mrc"), "--sym", "D7",
                                  "--out", str(tmp_path / "f.star")])
     assert result.exit_code == 2 and "--gold-standard" in result.output
+
+
+def test_a_reference_outside_relions_symmetry_frame_gets_a_note(d7_particles):
+    """The built-in proteasome (D7, its 7-fold near (0.64, -0.76, -0.10) as deposited) is not symmetric under
+    RELION's D7 axes: align --sym D7 says so; a D7 map in the frame passes silently."""
+    from gumalign.ops.align import _check_symmetry_frame
+    from gumalign.simulate.templates import load_builtin_template
+
+    notes = []
+    _check_symmetry_frame("D7", d7_particles[0], notes.append)
+    assert notes == []
+    _check_symmetry_frame("D7", load_builtin_template("proteasome").density, notes.append)
+    assert len(notes) == 1 and "symmetry frame" in notes[0]

@@ -96,6 +96,26 @@ def _log_resampling(spec: AlignerSpec, box: int, log) -> None:
             log(f"Gum-Net: {plan.describe()}; shifts and scores at the particles' own sampling")
 
 
+# A reference in RELION's symmetry frame keeps nearly all of itself under its group's operators (> 0.95 for the
+# built-in proteasome turned into the frame); one whose axes lie elsewhere falls well below (0.63 for it as shipped).
+SYMMETRY_FRAME_MIN_CORRELATION = 0.8
+
+
+def _check_symmetry_frame(symmetry: str, reference, log) -> None:
+    """A note when the reference is not symmetric under RELION's operators of ``symmetry`` (its axes elsewhere):
+    symmetrising it there would blur it."""
+    if symmetry == "C1":
+        return
+    from gumalign.geometry.symmetry import point_group
+    from gumalign.train.symmetry import self_correlations
+
+    worst = float(self_correlations(reference, point_group(symmetry)[1:]).min())
+    if worst < SYMMETRY_FRAME_MIN_CORRELATION:
+        log(f"note: the reference keeps only {worst:.2f} of itself under {symmetry}'s operators: it may not be in "
+            f"RELION's symmetry frame (n-fold axis on z, a 2-fold on x; relion_align_symmetry brings it there), and "
+            "--sym symmetrises it about those axes")
+
+
 def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     """Align every particle of ``request.particles`` to ``request.reference`` and write ``request.out``.
 
@@ -132,6 +152,7 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
         # them to its model's sampling.
         spec = request.aligner.with_device(device).for_data(reference.voxel_size if reference.voxel_size > 0 else None)
         _log_resampling(spec, reference.data.shape[-1], ranked.log)
+        _check_symmetry_frame(spec.symmetry, reference.data, ranked.log)
         part = world.shard if world.size > 1 else shard
         count = len(part.rows(len(table), spec.effective_batch_size)) if part is not None else len(table)
         if world.size > 1:
