@@ -11,7 +11,7 @@ from gumalign.geometry import rotation_error
 from gumalign.io.star import read_star
 
 runner = CliRunner()
-N_PARTICLES = 6
+N_PARTICLES = 4
 
 
 @pytest.fixture(scope="module")
