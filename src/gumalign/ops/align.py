@@ -61,20 +61,16 @@ class AlignReport:
     seconds: float
 
     def summary(self) -> dict:
+        import numpy as np
+
         scores = self.table.numeric("gumAlignScore")
         n = len(self.table)
-        mean, median = (float(scores.mean()), float(_median(scores))) if n else (float("nan"), float("nan"))
+        mean, median = (float(scores.mean()), float(np.median(scores))) if n else (float("nan"), float("nan"))
         return {
             "particles": n, "method": self.method, "mean_score": round(mean, 6),
             "median_score": round(median, 6), "seconds": round(self.seconds, 2),
             "seconds_per_particle": round(self.seconds / max(n, 1), 4), "out": str(self.out),
         }
-
-
-def _median(values):
-    import numpy as np
-
-    return np.median(values)
 
 
 def _log_resampling(spec: AlignerSpec, box: int, log) -> None:
