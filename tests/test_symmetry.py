@@ -634,15 +634,20 @@ def test_relion_frame_of_scipys_groups_and_refusals():
         relion_frame(point_group("D6"), "D7")
 
 
-def test_builtin_proteasome_turned_into_relions_d7_frame():
-    """The built-in proteasome (3J9I, D7) has its 7-fold axis in the xy plane, not on z: the axes found by
-    gumalign.train.symmetry give the rotation Q that puts it in RELION's frame, where point_group('D7') holds."""
+def test_a_proteasome_turned_out_of_relions_frame_is_brought_back_by_relion_frame():
+    """The built-in proteasome (D7) ships in RELION's frame; turned off it (its 7-fold then off z, as the deposited
+    3J9I has it), the axes found by gumalign.train.symmetry give the rotation Q back to a frame where point_group('D7')
+    holds."""
+    from scipy.spatial.transform import Rotation
+
     from gumalign.train.data import load_templates
     from gumalign.train.symmetry import self_correlations, symmetry_operators
 
-    density = next(iter(load_templates(["builtin:proteasome"], 32, 12.0).values()))
+    shipped = next(iter(load_templates(["builtin:proteasome"], 32, 12.0).values()))
+    off = Rotation.from_euler("ZYZ", [30, 50, -70], degrees=True).as_matrix()
+    density = transform_volumes(torch.from_numpy(shipped), off)[0].numpy()
     found = symmetry_operators(density, "D7")
-    assert self_correlations(density, point_group("D7")).min() < 0.8  # RELION's axes are not the template's
+    assert self_correlations(density, point_group("D7")).min() < 0.8  # RELION's axes are not this map's
     q = relion_frame(found, "D7")
     turned = transform_volumes(torch.from_numpy(density), q)[0].numpy()
     assert self_correlations(turned, point_group("D7")).min() > 0.95

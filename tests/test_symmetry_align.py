@@ -106,13 +106,19 @@ def test_align_command_writes_one_orientation_for_every_mate_and_fsc_refuses_sym
 
 
 def test_a_reference_outside_relions_symmetry_frame_gets_a_note(d7_particles):
-    """The built-in proteasome (D7, its 7-fold near (0.64, -0.76, -0.10) as deposited) is not symmetric under
-    RELION's D7 axes: align --sym D7 says so; a D7 map in the frame passes silently."""
+    """A D7 map turned off RELION's axes (the deposited 3J9I's 7-fold lies near (0.64, -0.76, -0.10)) is not
+    symmetric under RELION's D7 operators: align --sym D7 says so; a D7 map in the frame, the built-in proteasome
+    among them, passes silently."""
+    from scipy.spatial.transform import Rotation
+
     from gumalign.ops.align import _check_symmetry_frame
     from gumalign.simulate.templates import load_builtin_template
 
     notes = []
     _check_symmetry_frame("D7", d7_particles[0], notes.append)
+    shipped = load_builtin_template("proteasome").density
+    _check_symmetry_frame("D7", shipped, notes.append)
     assert notes == []
-    _check_symmetry_frame("D7", load_builtin_template("proteasome").density, notes.append)
+    off = Rotation.from_euler("ZYZ", [30, 50, -70], degrees=True).as_matrix()
+    _check_symmetry_frame("D7", transform_volumes(torch.from_numpy(shipped), off)[0].numpy(), notes.append)
     assert len(notes) == 1 and "symmetry frame" in notes[0]

@@ -116,13 +116,13 @@ def _print_builtins() -> None:
     record = template_record()
     out_console.print(
         f"built-in templates ({record['box']}³, {record['voxel_size']:g} Å voxels, {record['resolution']:g} Å "
-        f"resolution); use --structure builtin:NAME",
+        f"resolution; symmetric ones in RELION's frame of their point group); use --structure builtin:NAME",
         soft_wrap=True,
     )
     for template in list_builtin_templates():
         out_console.print(
             f"  {template.name:16s} {template.pdb_id:5s} {template.mass_kda:7.1f} kDa  radius "
-            f"{template.radius_voxels:4.1f} vox  {template.title}",
+            f"{template.radius_voxels:4.1f} vox  {template.symmetry:3s}  {template.title}",
             markup=False,
             soft_wrap=True,
         )

@@ -401,6 +401,7 @@ def _write_stars(plan: SimulationPlan, truth: GroundTruth, out_dir: Path) -> Non
 def readme_text(plan: SimulationPlan) -> str:
     """The README written beside the data: command, settings, files and conventions."""
     from gumalign import __version__
+    from gumalign.simulate.templates import BUILTIN_PREFIX, declared_symmetries
 
     p = plan.params
     lines = [
@@ -428,9 +429,12 @@ def readme_text(plan: SimulationPlan) -> str:
         "",
         "Structures:",
     ]
+    symmetries = declared_symmetries()
     for k, (structure, ref) in enumerate(zip(plan.structures, reference_names(plan))):
         label = f"class {k + 1}: " if len(plan.structures) > 1 else ""
-        lines.append(f"    {label}{structure.name} from {structure.source} -> {ref}")
+        group = symmetries.get(structure.name) if structure.source.startswith(BUILTIN_PREFIX) else None
+        frame = f" ({group}, in RELION's frame: align/average with --sym {group})" if group else ""
+        lines.append(f"    {label}{structure.name} from {structure.source} -> {ref}{frame}")
     lines += [
         "",
         "Files:",

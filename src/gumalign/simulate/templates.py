@@ -3,6 +3,7 @@
 scripts/make_templates.py makes them from public atomic models with gumalign.simulate.density (the very code
 ``--structure model.pdb`` runs) and records each in src/gumalign/data/templates.json: name, PDB id, title, file,
 sha256 and the command. They ship inside the package, so ``--structure builtin:proteasome`` needs no file at hand.
+A symmetric template (proteasome D7, rubisco C4, hsp90_sba1 C2, get3 C2) lies in RELION's frame of its point group.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class BuiltinTemplate:
     sha256: str
     mass_kda: float
     radius_voxels: float
+    # The point group ('C1' if none), in RELION's frame: n-fold axis on z, a 2-fold on x (scripts/make_templates.py
+    # turns a symmetric model's atoms into it), so ``--sym`` with this group needs no relion_align_symmetry first.
+    symmetry: str = "C1"
 
 
 def _data_dir():
@@ -52,6 +56,11 @@ def list_builtin_templates() -> list[BuiltinTemplate]:
     fields = BuiltinTemplate.__dataclass_fields__
     entries = template_record()["templates"]
     return [BuiltinTemplate(**{k: v for k, v in entry.items() if k in fields}) for entry in entries]
+
+
+def declared_symmetries() -> dict[str, str]:
+    """{name: point group} of the built-in templates that have one (RELION's frame), from templates.json."""
+    return {t.name: t.symmetry for t in list_builtin_templates() if t.symmetry.upper() != "C1"}
 
 
 def find_builtin(name: str) -> BuiltinTemplate:

@@ -17,10 +17,12 @@ import numpy as np
 
 from gumalign.errors import GumalignError
 from gumalign.geometry.symmetry import rotation_about  # the one Rodrigues; bench/_common.py imports it from here
+from gumalign.simulate.templates import declared_symmetries
 
-# Point groups of the built-in templates that have one (bench/_common.py: DECLARED_SYMMETRY; the deposited models of
-# 3J9I, the D7 20S proteasome, and of 1BXN, the C4 half of an L8S8 Rubisco). The other built-ins are C1 as built.
-DECLARED_SYMMETRY = {"proteasome": "D7", "rubisco": "C4"}
+# Point groups of the built-in templates that have one, as templates.json records them (scripts/make_templates.py
+# says why: 3J9I the D7 20S proteasome, 1BXN the C4 half of an L8S8 Rubisco, the 2CG9 and 3H84 C2 dimers). The
+# axes are still found from the density below, so a template in any frame (a user's map of the same name) works.
+DECLARED_SYMMETRY = declared_symmetries()
 MIN_SELF_CORRELATION = 0.9
 
 
