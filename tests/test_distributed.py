@@ -200,6 +200,27 @@ def test_average_on_two_ranks_and_from_shard_sums_equals_one_process(sim):
     assert result.exit_code == 2 and "--iterations" in result.output
 
 
+def test_shards_with_sym_merge_into_the_single_runs_symmetrised_maps(sim):
+    """average --sym D7 --shard I/N: each shard keeps its plain sums and the group; merge symmetrises the total as
+    the single run does before its division (the simulated proteasome is D7 in RELION's frame)."""
+    star = sim / "sim" / "particles.star"
+    common = ["--particles", star, "--batch-size", 4, "--device", "cpu", "--threads", 1]
+    one, merged, plain = sim / "sym_one.mrc", sim / "sym_merged.mrc", sim / "sym_plain.mrc"
+    gumalign("average", *common, "--sym", "D7", "--out", one, "--quiet")
+    for i in (1, 2):
+        gumalign("average", *common, "--sym", "D7", "--out", merged, "--shard", f"{i}/2", "--quiet")
+    gumalign("merge", sim / "sym_merged_shard1of2.npz", sim / "sym_merged_shard2of2.npz")
+    _assert_same_maps(one, merged)
+    gumalign("average", *common, "--out", plain, "--quiet")
+    full_sym, full_plain = _maps(one)[""], _maps(plain)[""]
+    assert np.abs(full_sym - full_plain).max() > 0.01 * np.abs(full_plain).max()  # the group did something
+    # Shards of one run cannot disagree on the group: merge names the difference.
+    gumalign("average", *common, "--out", sim / "mixed.mrc", "--shard", "1/2", "--quiet")
+    gumalign("average", *common, "--sym", "D7", "--out", sim / "mixed.mrc", "--shard", "2/2", "--quiet")
+    result = runner.invoke(app, ["merge", str(sim / "mixed_shard1of2.npz"), str(sim / "mixed_shard2of2.npz")])
+    assert result.exit_code == 2 and "symmetry" in result.output
+
+
 def test_iterative_average_on_two_ranks_equals_one_process(sim):
     star = sim / "sim" / "particles.star"
     common = ["--particles", star, "--iterations", 1, "--method", "fa", "--batch-size", 4, "--device", "cpu",

@@ -197,8 +197,6 @@ def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageR
         )
     if shard is not None and distributed.launched():
         raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
-    if shard is not None and request.aligner.symmetry != "C1":
-        raise GumalignError("--sym applies when the maps are made: give it to the single run (or merge), not --shard")
     world = distributed.init_if_launched(distributed.rank_device(runtime.device))
     ranked = distributed.rank_runtime(runtime, world)
     batch_size = request.batch_size or AVERAGE_BATCH_SIZE
@@ -246,6 +244,8 @@ def _average_shard(request: AverageRequest, loaded: LoadedParticles, partial: Pa
         "tilt_range": list(request.tilt_range) if request.tilt_range is not None else None,
         "pixel_size": request.pixel_size, "plain": request.plain, "regularisation": request.regularisation,
         "halves_assigned": assigned, "box": loaded.stack.box, "voxel_size": loaded.voxel_size,
+        # The group is applied by `gumalign merge` to the summed halves, as the single run does before its division.
+        "symmetry": request.aligner.symmetry,
         "out": str(request.out), "cwd": os.getcwd(), "shard": [shard.index + 1, shard.count],
         "rows": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
     }

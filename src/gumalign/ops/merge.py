@@ -145,7 +145,7 @@ def _merge_align(shards: list[Path], out: Path | None, runtime: Runtime) -> Merg
 
 
 def _merge_average(shards: list[Path], out: Path | None, runtime: Runtime) -> MergeReport:
-    from gumalign.average.compensated import add_sums, load_partial_sums, maps_from_sums
+    from gumalign.average.compensated import add_sums, load_partial_sums, maps_from_sums, symmetrise_sums
     from gumalign.io.atomic import check_output_file, refuse_overwriting_inputs
     from gumalign.ops.average import output_files, write_maps
 
@@ -184,6 +184,7 @@ def _merge_average(shards: list[Path], out: Path | None, runtime: Runtime) -> Me
             add_sums(total, by_index[index][2])
         if total[1].count + total[2].count != n:
             raise GumalignError(f"the shards hold {total[1].count + total[2].count} particles of {n}")
+        symmetrise_sums(total, common.get("symmetry", "C1"))  # the shards' --sym, as average_particles applies it
         target = Path(out) if out is not None else _recorded(common["out"], common["cwd"])
         check_output_file(target)
         refuse_overwriting_inputs(output_files(target, 0), shards)
