@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gumalign.average.stack import ParticleStack, iter_batches, load_all
+from gumalign.distributed import SINGLE, World, shard_rows
 from gumalign.errors import GumalignError
 from gumalign.progress import Advance
 
@@ -37,6 +38,7 @@ def pairwise_scores(
     *,
     batch_size: int = 32,
     progress: Advance | None = None,
+    world: World = SINGLE,
 ) -> np.ndarray:
     """Score every pair of particles by aligning one to the other.
 
@@ -45,6 +47,9 @@ def pairwise_scores(
         aligner: an object with the gumalign.align.base.Aligner ``align`` method.
         batch_size: pairs per call to the aligner.
         progress: called with the number of pairs done after each batch.
+        world: under torchrun, each rank aligns its share of the pairs (whole batches of the single run, so the
+            floats are the single run's: an aligner's result can depend on the other members of its batch) and the
+            scores are gathered on every rank.
 
     Returns:
         (n, n) float64 symmetric score matrix, 1 on the diagonal.
@@ -52,21 +57,25 @@ def pairwise_scores(
     volumes, weights = load_all(stack)
     n = len(volumes)
     first, second = pair_indices(n)
-    scores = np.eye(n)
+    mine = world.rows(len(first), batch_size)
+    values = np.empty(len(mine), dtype=np.float64)
     shared = len(weights) == 1
-    for batch in iter_batches(len(first), batch_size):
-        i, j = first[batch], second[batch]
+    for batch in iter_batches(len(mine), batch_size):
+        i, j = first[mine[batch]], second[mine[batch]]
         result = aligner.align(
             volumes[i],
             weights if shared else weights[i],
             volumes[j],
             weights if shared else weights[j],
         )
-        values = np.asarray(result.scores, dtype=np.float64)
-        scores[i, j] = values
-        scores[j, i] = values
+        values[batch] = np.asarray(result.scores, dtype=np.float64)
         if progress is not None:
             progress(len(batch))
+    counts = [len(shard_rows(len(first), rank, world.size, batch_size)) for rank in range(world.size)]
+    every = world.gather_rows(values, counts)  # rank order = pair order (shards are consecutive)
+    scores = np.eye(n)
+    scores[first, second] = every
+    scores[second, first] = every
     return scores
 
 

@@ -95,8 +95,8 @@ def cluster(request: ClusterRequest, runtime: Runtime | None = None) -> ClusterR
     voxel_size = table.common_pixel_size(request.pixel_size)
     from gumalign import distributed
 
-    # Under torchrun --ref-based splits its alignments and class averages over the ranks; the pairwise path is not
-    # split (every rank computes the same scores). Rank 0 writes; the others log only their rank line.
+    # Under torchrun both paths split their alignments over the ranks (--ref-based its particles and class averages,
+    # the pairwise path its pairs). Rank 0 writes; the others log only their rank line.
     world = distributed.init_if_launched(distributed.rank_device(runtime.device))
     rank_runtime, runtime = runtime, distributed.rank_runtime(runtime, world)
     with runtime.applied() as device:
@@ -131,8 +131,12 @@ def cluster(request: ClusterRequest, runtime: Runtime | None = None) -> ClusterR
             )
         else:
             n_pairs = len(table) * (len(table) - 1) // 2
-            with runtime.progress(f"aligning {n_pairs} pairs", n_pairs) as advance:
-                scores = pairwise_scores(stack, aligner, batch_size=spec.effective_batch_size, progress=advance)
+            mine = len(world.rows(n_pairs, spec.effective_batch_size))
+            if world.size > 1:
+                rank_runtime.log(distributed.rank_line(world, mine, "pairs"))
+            with runtime.progress(f"aligning {mine} pairs", mine) as advance:
+                scores = pairwise_scores(stack, aligner, batch_size=spec.effective_batch_size, progress=advance,
+                                         world=world)
             clustering = complete_linkage(scores, k)
             labels, order = clustering.labels, clustering.order
             updated = table.with_columns(rlnClassNumber=labels)
