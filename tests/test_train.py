@@ -268,6 +268,35 @@ def test_train_command_from_particles_and_reference(tmp_path):
     assert record["validation"] == {} and len(pairs) == 4
 
 
+@pytest.mark.parametrize("layout", ["cube", "half", "half+multiplicity"])
+def test_particle_pairs_read_rlnctfimage_in_every_relion_layout_as_align_does(tmp_path, layout):
+    """`train --particles` weights: RELION's 3D CTF layouts (the wedge written as a centred cube, the FFTW half
+    transform, RELION 4's CTF² + multiplicity) all give the wedge itself, as `align` reads them."""
+    from gumalign.align.particles import weight_source_for
+    from gumalign.fourier.layout import centred_to_rfft
+    from gumalign.io.star import read_star
+    from gumalign.train.data import pairs_from_particles
+
+    _write_pairs_star(tmp_path, n=2)
+    wedge = wedge_mask((N,) * 3, (-45, 45), "centred")  # not the -60..60 default (and k -> -k symmetric)
+    if layout == "cube":
+        data = wedge
+    else:
+        data = centred_to_rfft(wedge)
+        if layout == "half+multiplicity":
+            data = np.concatenate([data, data])  # CTF² sums, then multiplicity (1 where observed)
+    write_volume(tmp_path / "ctf.mrc", np.ascontiguousarray(data, dtype=np.float32), 10.0)
+    table = ParticleTable(particles=pd.DataFrame({"rlnImageName": ["b0.mrc", "b1.mrc"],
+                                                  "rlnCtfImage": ["ctf.mrc", "ctf.mrc"]}))
+    write_star(table, tmp_path / "particles.star", box_size=N, default_pixel_size=10.0)
+    pairs = pairs_from_particles(tmp_path / "particles.star", tmp_path / "ref.mrc")
+    got = pairs.weights[pairs.weight_b]
+    np.testing.assert_allclose(got[0], wedge, atol=1e-6)  # the independent reference: the mask that was written
+    aligns_with = weight_source_for(read_star(tmp_path / "particles.star"), N, None).for_rows(np.arange(2))
+    np.testing.assert_array_equal(got, aligns_with)
+    np.testing.assert_array_equal(pairs.weights[pairs.weight_a[0]], np.ones((N,) * 3, np.float32))
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

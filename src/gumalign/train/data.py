@@ -222,11 +222,13 @@ def pairs_from_particles(
 ) -> PairSet:
     """Pairs (reference, particle) for every particle of a STAR file.
 
-    The particle weights come from rlnCtfImage when present, else from ``tilt_range``, else none (DESIGN.md); the
+    The particle weights come from rlnCtfImage when present, else from ``tilt_range``, else none (DESIGN.md), read
+    exactly as `gumalign align` reads them (gumalign.align.particles.WeightSource: every RELION layout of the 3D CTF,
+    premultiplied data, the same scaling), so a model is fine-tuned with the weights it will align with; the
     reference is taken as fully observed. Ground truth comes from the particles' angles and origins, when present.
     """
+    from gumalign.align.particles import weight_source_for
     from gumalign.io.star import read_star
-    from gumalign.fourier.wedge import wedge_mask
 
     table = read_star(star)
     if len(table) == 0:
@@ -236,12 +238,8 @@ def pairs_from_particles(
     box = reader.box
     particles = np.stack([reader.read(p, f"particle image ({table.name})") for p in table.image_paths()])
     weight_paths = table.weight_paths()
-    if weight_paths is not None:
-        weight_list = [_scaled_weight(reader.read(p, f"rlnCtfImage ({table.name})")) for p in weight_paths]
-    elif tilt_range is not None:
-        weight_list = [wedge_mask((box,) * 3, tuple(tilt_range), "centred")] * len(table)
-    else:
-        weight_list = [np.ones((box,) * 3, dtype=np.float32)] * len(table)
+    source = weight_source_for(table, box, tuple(tilt_range) if tilt_range is not None else None)
+    weight_list = [source.for_rows(np.array([row]))[0] for row in range(len(table))]
     # Index 0 of the table is the reference's (full) weight, the rest are the particles'.
     weights, index = _unique_weights([np.ones((box,) * 3, dtype=np.float32)] + weight_list)
     rotations, shifts = _truth_from_table(table)
