@@ -206,7 +206,8 @@ def test_shards_with_sym_merge_into_the_single_runs_symmetrised_maps(sim):
     star = sim / "sim" / "particles.star"
     common = ["--particles", star, "--batch-size", 4, "--device", "cpu", "--threads", 1]
     one, merged, plain = sim / "sym_one.mrc", sim / "sym_merged.mrc", sim / "sym_plain.mrc"
-    gumalign("average", *common, "--sym", "D7", "--out", one, "--quiet")
+    done = gumalign("average", *common, "--sym", "D7", "--out", one, "--quiet")
+    assert "particles=16 half1=8 half2=8" in done.stdout  # particles, not their 14 symmetry copies each
     for i in (1, 2):
         gumalign("average", *common, "--sym", "D7", "--out", merged, "--shard", f"{i}/2", "--quiet")
     gumalign("merge", sim / "sym_merged_shard1of2.npz", sim / "sym_merged_shard2of2.npz")

@@ -444,7 +444,8 @@ def maps_from_sums(
         halves=halves,
         halves_assigned=assigned,
         coverage=full.coverage(),
-        counts=(sums[1].count, sums[2].count),
+        # Particles, not the accumulators' counts: with a point group those count every symmetry copy (for λ).
+        counts=(int(np.count_nonzero(halves == 1)), int(np.count_nonzero(halves == 2))),
         wiener_lambda=wiener,
         half_fsc=half_fsc,
     )
