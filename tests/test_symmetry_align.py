@@ -122,3 +122,37 @@ def test_a_reference_outside_relions_symmetry_frame_gets_a_note(d7_particles):
     off = Rotation.from_euler("ZYZ", [30, 50, -70], degrees=True).as_matrix()
     _check_symmetry_frame("D7", transform_volumes(torch.from_numpy(shipped), off)[0].numpy(), notes.append)
     assert len(notes) == 1 and "symmetry frame" in notes[0]
+
+
+def _shell_power(volume: np.ndarray) -> np.ndarray:
+    """(N//2,) power of each integer Fourier shell 0..N/2-1."""
+    n = volume.shape[-1]
+    power = np.abs(np.fft.fftshift(np.fft.fftn(volume))) ** 2
+    z, y, x = np.indices(volume.shape) - n // 2
+    shell = np.rint(np.sqrt(x**2 + y**2 + z**2)).astype(int)
+    return np.array([power[shell == k].sum() for k in range(n // 2)])
+
+
+def test_the_symmetrised_reference_keeps_its_power_and_equals_its_own_images():
+    """--sym symmetrises the reference in Fourier space (fourier.symmetrise.symmetrise_map): a D7 map in RELION's frame
+    (the built-in proteasome) comes back with the power of every shell below N/2 - 1 within 10% (the real-space mean
+    of trilinear copies, geometry.symmetry.symmetrise, loses up to half of it), and a C4 map of a blob equals its
+    images under 90° turns about z (grid permutations, so exact up to float error inside the sphere)."""
+    from gumalign.fourier.symmetrise import symmetrise_map
+    from gumalign.simulate.templates import load_builtin_template
+
+    template = load_builtin_template("proteasome").density
+    given = _shell_power(template)[: 32 // 2 - 1]
+    fourier = _shell_power(symmetrise_map(template, "D7").numpy())[: 32 // 2 - 1]
+    real = _shell_power(symmetrise(torch.from_numpy(template), "D7").numpy())[: 32 // 2 - 1]
+    np.testing.assert_allclose(fourier / given, 1.0, atol=0.1)
+    assert (real / given).min() < 0.6  # why the reference is not symmetrised in real space
+
+    blob = smooth_blob(seed=3, radius=9.0)
+    sym = symmetrise_map(blob, "C4").numpy()
+    z, y, x = np.indices((32,) * 3) - 16
+    inside = x**2 + y**2 + z**2 <= 14**2
+    for op in point_group("C4")[1:]:
+        image = transform_volumes(torch.from_numpy(sym), op[None])[0].numpy()
+        assert np.abs(image - sym)[inside].max() < 1e-4 * np.abs(sym).max()
+    assert np.abs(blob - sym)[inside].max() > 0.1 * np.abs(blob).max()  # the blob was not C4 to begin with

@@ -2,10 +2,11 @@
 
 For a reference with point group G, the orientations A and A·S (S in G) make the same particle
 (gumalign.geometry.symmetry). The wrapped method aligns each particle to the reference symmetrised over G (the mean
-of its rotated copies, cached per reference), so every mate of the right answer scores the same, and the rotation it
-returns is replaced by the mate in gumalign's asymmetric unit closest to the particle's prior (the identity when there
-is none): the same orientation, written once, so a D7 particle's 14 equivalent answers are one answer. Shifts and
-scores are unchanged by the choice of mate (the operators fix the box centre).
+of its rotated transforms, gumalign.fourier.symmetrise.symmetrise_map, cached per reference), so every mate of the
+right answer scores the same, and the rotation it returns is replaced by the mate in gumalign's asymmetric unit
+closest to the particle's prior (the identity when there is none): the same orientation, written once, so a D7
+particle's 14 equivalent answers are one answer. Shifts and scores are unchanged by the choice of mate (the
+operators fix the box centre).
 
 C1 is the identity: the method itself, untouched.
 """
@@ -38,12 +39,14 @@ class SymmetricAligner:
 
     def _symmetrised(self, references: np.ndarray) -> np.ndarray:
         """(B or 1, N, N, N) references averaged over the group (one shared reference is done once)."""
-        from gumalign.geometry.symmetry import symmetrise
+        from gumalign.fourier.symmetrise import symmetrise_map
 
         refs = np.ascontiguousarray(references, dtype=np.float32)
         key = hashlib.sha1(refs.tobytes()).digest()
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, symmetrise(refs, self.operators).cpu().numpy())
+            # In Fourier space: a real-space mean of trilinear copies low-passes the reference (and --refine, which
+            # reads its high frequencies, then loses a shell or two of the average's resolution).
+            self._cache = (key, symmetrise_map(refs, self.operators).cpu().numpy())
         return self._cache[1]
 
     def align(self, references, reference_weights, particles, particle_weights, prior=None) -> AlignmentResult:
