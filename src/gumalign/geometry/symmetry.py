@@ -456,7 +456,9 @@ def symmetrise(volumes, group, *, reduce: str = "mean", batch: int = 24):
     equals its own images under every S in the group up to interpolation error (the set {S·S_k} is the group again).
     RELION's symmetriseMap (src/symmetries.cpp) does the same in real space (it applies the inverses; same set).
 
-    For centred Fourier weights use gumalign.fourier.symmetrise.symmetrise_weights (the Fourier layout's edge rule), for the sums of a
+    Trilinear copies low-pass the map (up to half the power of the high shells at 32³); for a map that must keep its
+    resolution (the --sym reference) use gumalign.fourier.symmetrise.symmetrise_map. For centred Fourier weights use
+    gumalign.fourier.symmetrise.symmetrise_weights (the Fourier layout's edge rule), for the sums of a
     wedge-compensated reconstruction gumalign.fourier.symmetrise.symmetrise_fourier_sums.
 
     Args:
