@@ -135,7 +135,6 @@ class FAAligner(BatchedAligner):
         if not (1 <= bandwidth[0] <= bandwidth[1]):
             raise ValueError(f"bandwidth must be (b_min, b_max) with 1 <= b_min <= b_max, got {bandwidth}")
         self._init_common(device, batch_size, max_shift, fourier_crop)
-        self._max_shift_here = max_shift  # in voxels of the volumes _align_at sees (the final box's when cropped)
         self.max_freq = int(max_freq)
         self.bandwidth = (int(bandwidth[0]), int(bandwidth[1]))
         self.num_seeds = int(num_seeds)
@@ -223,18 +222,16 @@ class FAAligner(BatchedAligner):
         n_box = parts.shape[-1]
         final = self.final_box(n_box)
         if final == n_box:
-            self._max_shift_here = self.max_shift
-            return self._align_at(refs, ref_w, parts, part_w)
+            return self._align_at(refs, ref_w, parts, part_w, self.max_shift)
         scale = n_box / final  # particle voxels per voxel of the final box
         with torch.no_grad():
             cropped = (fourier_crop(refs, final), crop_centred(ref_w, final), fourier_crop(parts, final),
                        crop_centred(part_w, final))
-        self._max_shift_here = None if self.max_shift is None else self.max_shift / scale
-        result = self._align_at(*cropped)
+        result = self._align_at(*cropped, None if self.max_shift is None else self.max_shift / scale)
         return AlignmentResult(rotations=result.rotations, shifts=result.shifts * scale, scores=result.scores)
 
-    def _align_at(self, refs, ref_w, parts, part_w) -> AlignmentResult:
-        """F&A on volumes at most as large as the final box (shifts in their voxels, within ``_max_shift_here``)."""
+    def _align_at(self, refs, ref_w, parts, part_w, max_shift: float | None) -> AlignmentResult:
+        """F&A on volumes at most as large as the final box (shifts in their voxels, within ``max_shift`` of them)."""
         with torch.no_grad():
             n_box = parts.shape[-1]
             reference = self._prepared_reference(refs, ref_w)
@@ -246,7 +243,8 @@ class FAAligner(BatchedAligner):
             seeds = self._seeds(coarse)
             owner = np.concatenate([np.full(len(s), b) for b, s in enumerate(seeds)])
             orientation = np.concatenate(seeds)
-            best_rot, best_pos, best_val = self._iterate(particle, reference, normaliser, owner, orientation, n_box)
+            best_rot, best_pos, best_val = self._iterate(particle, reference, normaliser, owner, orientation, n_box,
+                                                         max_shift)
 
             owner_t = torch.as_tensor(owner, device=self.device)
             if self.working_box(n_box) == n_box:
@@ -270,15 +268,17 @@ class FAAligner(BatchedAligner):
                 refs, ref_w, parts, part_w, torch.as_tensor(winners.rotations, dtype=torch.float32, device=self.device),
                 torch.as_tensor(winners.shifts * (n_box / self.working_box(n_box)), dtype=torch.float32,
                                 device=self.device),
-                self._max_shift_here,
+                max_shift,
             )
         return AlignmentResult(rotations=winners.rotations, shifts=shifts.double().cpu().numpy(),
                                scores=scores.double().cpu().numpy())
 
-    def _iterate(self, particle: _Prepared, reference: _Prepared, normaliser, owner, orientation, box: int):
+    def _iterate(self, particle: _Prepared, reference: _Prepared, normaliser, owner, orientation, box: int,
+                 max_shift: float | None):
         """PyTom's alternation for every seed at once; returns the best (rotation, position, score) of each seed.
 
-        Positions are in voxels of the working box (particle.volumes), ``box`` is the particles' own box N.
+        Positions are in voxels of the working box (particle.volumes), ``box`` is the particles' own box N and
+        ``max_shift`` is in its voxels.
         """
         count = len(owner)
         best_rot = orientation.copy()
@@ -287,7 +287,6 @@ class FAAligner(BatchedAligner):
         old_pos = np.full((count, 3), np.nan)
         active = np.ones(count, dtype=bool)
         n_box = particle.volumes.shape[-1]
-        max_shift = self._max_shift_here
         if max_shift is not None and n_box != box:  # a voxel of the working box is N/M of the particle's
             max_shift = max_shift * n_box / box
         for iteration in range(self.max_iterations):
