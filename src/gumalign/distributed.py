@@ -88,6 +88,15 @@ def shard_rows(n: int, index: int, count: int, block: int = 1) -> np.ndarray:
     return np.arange(min(first * block, n), min(last * block, n))
 
 
+SHARD_UNDER_TORCHRUN = "--shard is for runs without torchrun; under torchrun each rank takes its shard itself"
+
+
+def refuse_shard_under_torchrun(shard: Shard | None) -> None:
+    """A --shard run must not also be a torchrun rank (the two ways of splitting would take other rows)."""
+    if shard is not None and launched():
+        raise GumalignError(SHARD_UNDER_TORCHRUN)
+
+
 def launched() -> bool:
     """Whether this process is one rank of several started by torchrun (WORLD_SIZE > 1)."""
     try:
@@ -174,6 +183,11 @@ class World:
         parts = [torch.empty_like(local) for _ in range(self.size)]
         dist.all_gather(parts, local)
         return np.concatenate([p.cpu().numpy()[:c] for p, c in zip(parts, counts)])
+
+    def gather_shards(self, values: np.ndarray, n: int, block: int = 1) -> np.ndarray:
+        """Every rank's rows of its shard of n (:meth:`rows` with ``block``) stacked in row order, on every rank."""
+        counts = [len(shard_rows(n, rank, self.size, block)) for rank in range(self.size)]
+        return self.gather_rows(values, counts)
 
     def barrier(self) -> None:
         if self.size > 1:
@@ -280,3 +294,39 @@ def rank_runtime(runtime, world: World):
 def rank_line(world: World, count: int, what: str = "particles") -> str:
     """'rank R/N: K particles': the one line each rank writes, so a log shows how the work was split."""
     return f"rank {world.rank}/{world.size}: {count} {what}"
+
+
+def check_shard_set(headers: dict, command: str, labels: dict | None = None,
+                    per_shard: tuple[str, ...] = ("shard",)) -> tuple[dict, int, dict]:
+    """The shard files of one split run, checked: ``(common, N, {I: path})``.
+
+    Args:
+        headers: {path: the file's record}, each with ``'shard': [I, N]`` (1-based).
+        command: 'align' or 'average', for the line that names the missing shards.
+        labels: longer names of record keys for the error lines.
+        per_shard: the keys allowed to differ between the shards of one run.
+
+    Raises:
+        GumalignError: a file of another run (naming what differs), a repeated shard, or missing ones.
+    """
+    labels = labels or {}
+    first_path, first = next(iter(headers.items()))
+    common = {k: v for k, v in first.items() if k not in per_shard}
+    count = int(first["shard"][1])
+    by_index: dict[int, object] = {}
+    for path, header in headers.items():
+        other = {k: v for k, v in header.items() if k not in per_shard}
+        if other != common or int(header["shard"][1]) != count:
+            changed = sorted(k for k in set(other) | set(common) if other.get(k) != common.get(k))
+            what = ", ".join(labels.get(k, k) for k in changed) or "shard count"
+            raise GumalignError(f"{path}: belongs to another run than {first_path} (different {what})")
+        index = int(header["shard"][0])
+        if index in by_index:
+            raise GumalignError(f"{path} and {by_index[index]} are both shard {index}/{count}")
+        by_index[index] = path
+    missing = [i for i in range(1, count + 1) if i not in by_index]
+    if missing:
+        names = ", ".join(f"{i}/{count}" for i in missing)
+        raise GumalignError(f"shard(s) {names} missing: run them (gumalign {command} ... --shard I/{count}) and "
+                            "merge again")
+    return common, count, by_index

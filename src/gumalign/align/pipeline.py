@@ -35,7 +35,7 @@ import numpy as np
 from gumalign.align.base import AlignmentResult
 from gumalign.align.spec import AlignerSpec
 from gumalign.align.particles import check_images_exist, check_pixel_size, iter_particle_batches, weight_source_for
-from gumalign.distributed import SINGLE, Shard, World
+from gumalign.distributed import SHARD_UNDER_TORCHRUN, SINGLE, Shard, World, check_shard_set
 from gumalign.errors import GumalignError
 from gumalign.io.atomic import refuse_overwriting_inputs
 from gumalign.io.mrc import Volume
@@ -104,12 +104,7 @@ def _read_partial(path: Path, key: dict | None, n: int, rows: np.ndarray | None 
         lines.pop()  # no newline at the end: the write was cut short
     if not lines:
         return {}
-    try:
-        header = json.loads(lines[0])
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict):
-        raise GumalignError(f"{path}: not a gumalign partial-results file; delete it to start over")
+    header = _parse_header(lines[0], path, "; delete it to start over")
     if key is not None and header != key:
         changed = sorted(k for k in set(header) | set(key) if header.get(k) != key.get(k))
         what = ", ".join(_KEY_LABELS.get(k, k) for k in changed)
@@ -132,6 +127,17 @@ def _read_partial(path: Path, key: dict | None, n: int, rows: np.ndarray | None 
     return done
 
 
+def _parse_header(line: str, path: Path, advice: str = "") -> dict:
+    """The run key a partial or shard-result file starts with (its first line, a JSON object)."""
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise GumalignError(f"{path}: not a gumalign partial-results file{advice}")
+    return header
+
+
 def read_header(path: Path) -> dict:
     """The key (first line) of a partial or shard-result file."""
     try:
@@ -139,13 +145,7 @@ def read_header(path: Path) -> dict:
             first = handle.readline()
     except UnicodeDecodeError:
         first = ""
-    try:
-        header = json.loads(first)
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict):
-        raise GumalignError(f"{path}: not a gumalign partial-results file")
-    return header
+    return _parse_header(first, path)
 
 
 def _append_partial(handle, rows: np.ndarray, values: np.ndarray) -> None:
@@ -313,7 +313,7 @@ def align_table(
         GumalignError: box or voxel size mismatch, a missing image (before anything is written), unknown method.
     """
     if shard is not None and world.size > 1:
-        raise GumalignError("--shard splits a run without torchrun; under torchrun every rank takes its shard itself")
+        raise GumalignError(SHARD_UNDER_TORCHRUN)
     prepared = _prepare(table, reference, spec, tilt_range, reference_name)
     box, paths, weights = prepared.box, prepared.paths, prepared.weights
     batch_size = spec.effective_batch_size
@@ -369,11 +369,7 @@ def align_table(
     if shard is not None:
         os.replace(ppath, result_path)  # the shard's result, complete: gumalign merge reads it
         return _aligned(table.subset(rows_mine), mine, prepared.pixel_sizes[rows_mine], spec.label)
-    if world.size > 1:
-        counts = [len(Shard(r, world.size).rows(n, batch_size)) for r in range(world.size)]
-        values = world.gather_rows(mine, counts)
-    else:
-        values = mine
+    values = world.gather_shards(mine, n, batch_size) if world.size > 1 else mine
     aligned = _aligned(table, values, prepared.pixel_sizes, spec.label)
     failure = None
     if world.is_main:
@@ -400,28 +396,10 @@ def shard_results(paths: list[Path]) -> tuple[dict, np.ndarray]:
     if not paths:
         raise GumalignError("no shard files to merge")
     headers = {Path(p): read_header(Path(p)) for p in paths}
-    first_path, first = next(iter(headers.items()))
-    if "shard" not in first:
-        raise GumalignError(f"{first_path}: not a shard result of `gumalign align --shard`")
-    common = {k: v for k, v in first.items() if k != "shard"}
-    count = int(first["shard"][1])
-    by_index: dict[int, Path] = {}
     for path, header in headers.items():
         if "shard" not in header:
             raise GumalignError(f"{path}: not a shard result of `gumalign align --shard`")
-        other = {k: v for k, v in header.items() if k != "shard"}
-        if other != common or int(header["shard"][1]) != count:
-            changed = sorted(k for k in set(other) | set(common) if other.get(k) != common.get(k))
-            what = ", ".join(_KEY_LABELS.get(k, k) for k in changed) or "shard count"
-            raise GumalignError(f"{path}: belongs to another run than {first_path} (different {what})")
-        index = int(header["shard"][0])
-        if index in by_index:
-            raise GumalignError(f"{path} and {by_index[index]} are both shard {index}/{count}")
-        by_index[index] = path
-    missing = [i for i in range(1, count + 1) if i not in by_index]
-    if missing:
-        names = ", ".join(f"{i}/{count}" for i in missing)
-        raise GumalignError(f"shard(s) {names} missing: run them (gumalign align ... --shard I/{count}) and merge again")
+    common, count, by_index = check_shard_set(headers, "align", _KEY_LABELS)
     n, batch_size = int(common["n"]), int(common["batch_size"])
     values = np.zeros((n, 13))
     for index in range(1, count + 1):

@@ -20,7 +20,7 @@ import numpy as np
 from gumalign.align.base import AlignmentResult
 from gumalign.average.compensated import DEFAULT_REGULARISATION, AverageResult, assign_halves, average_particles
 from gumalign.average.stack import ParticleStack, iter_batches
-from gumalign.distributed import SINGLE, Shard, World
+from gumalign.distributed import SINGLE, World
 from gumalign.errors import GumalignError
 from gumalign.progress import Advance, ProgressFactory, no_progress
 
@@ -93,9 +93,8 @@ def realign(
             if progress is not None:
                 progress(len(rows))
         if world.size > 1:
-            counts = [len(Shard(r, world.size).rows(len(members), batch_size)) for r in range(world.size)]
             local = np.concatenate([matrices[mine].reshape(-1, 9), origins[mine], scores[mine, None]], axis=1)
-            gathered = world.gather_rows(local, counts)
+            gathered = world.gather_shards(local, len(members), batch_size)
             matrices[members] = gathered[:, :9].reshape(-1, 3, 3)
             origins[members] = gathered[:, 9:12]
             scores[members] = gathered[:, 12]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gumalign.average.stack import ParticleStack, iter_batches, load_all
-from gumalign.distributed import SINGLE, World, shard_rows
+from gumalign.distributed import SINGLE, World
 from gumalign.errors import GumalignError
 from gumalign.progress import Advance
 
@@ -71,8 +71,7 @@ def pairwise_scores(
         values[batch] = np.asarray(result.scores, dtype=np.float64)
         if progress is not None:
             progress(len(batch))
-    counts = [len(shard_rows(len(first), rank, world.size, batch_size)) for rank in range(world.size)]
-    every = world.gather_rows(values, counts)  # rank order = pair order (shards are consecutive)
+    every = world.gather_shards(values, len(first), batch_size)  # rank order = pair order (shards are consecutive)
     scores = np.eye(n)
     scores[first, second] = every
     scores[second, first] = every

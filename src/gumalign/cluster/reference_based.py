@@ -22,7 +22,7 @@ import numpy as np
 from gumalign.average.compensated import DEFAULT_REGULARISATION, average_particles
 from gumalign.average.stack import ParticleStack, SubsetStack, iter_batches
 from gumalign.cluster.pairwise import check_k, renumber_by_size
-from gumalign.distributed import SINGLE, Shard, World
+from gumalign.distributed import SINGLE, World
 from gumalign.errors import GumalignError
 from gumalign.progress import ProgressFactory, no_progress
 
@@ -79,10 +79,9 @@ def _align_to_all(stack, references, aligner, batch_size, advance, world: World 
             origins[rows, c] = -np.asarray(result.shifts)
             advance(len(rows))
     if world.size > 1:
-        counts = [len(Shard(r, world.size).rows(n, batch_size)) for r in range(world.size)]
         local = np.concatenate([scores[mine], matrices[mine].reshape(len(mine), -1), origins[mine].reshape(len(mine), -1)],
                                axis=1)
-        gathered = world.gather_rows(local, counts)
+        gathered = world.gather_shards(local, n, batch_size)
         scores = gathered[:, :k]
         matrices = gathered[:, k : 10 * k].reshape(n, k, 3, 3)
         origins = gathered[:, 10 * k :].reshape(n, k, 3)

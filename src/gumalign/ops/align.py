@@ -121,7 +121,6 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     """
     from gumalign import distributed
     from gumalign.align.pipeline import align_table, partial_path, shard_result_path
-    from gumalign.errors import GumalignError
     from gumalign.io.atomic import check_output_file, refuse_overwriting_inputs
     from gumalign.io.mrc import read_volume
     from gumalign.io.star import read_star
@@ -134,8 +133,7 @@ def align(request: AlignRequest, runtime: Runtime | None = None) -> AlignReport:
     refuse_overwriting_inputs([out, partial_path(out)], [request.reference, request.particles])
     reference = read_volume(request.reference)
     table = request.star.prepare(read_star(request.particles), runtime.log)
-    if shard is not None and distributed.launched():
-        raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
+    distributed.refuse_shard_under_torchrun(shard)
     world = distributed.init_if_launched(distributed.rank_device(runtime.device))
     ranked = distributed.rank_runtime(runtime, world)
     record = None

@@ -195,8 +195,7 @@ def average(request: AverageRequest, runtime: Runtime | None = None) -> AverageR
         refuse_overwriting_inputs(
             output_files(out, request.iterations), [request.particles, ref, *table_input_files(table)]
         )
-    if shard is not None and distributed.launched():
-        raise GumalignError("--shard is for runs without torchrun; under torchrun each rank takes its shard itself")
+    distributed.refuse_shard_under_torchrun(shard)
     world = distributed.init_if_launched(distributed.rank_device(runtime.device))
     ranked = distributed.rank_runtime(runtime, world)
     batch_size = request.batch_size or AVERAGE_BATCH_SIZE

@@ -146,30 +146,15 @@ def _merge_align(shards: list[Path], out: Path | None, runtime: Runtime) -> Merg
 
 def _merge_average(shards: list[Path], out: Path | None, runtime: Runtime) -> MergeReport:
     from gumalign.average.compensated import add_sums, load_partial_sums, maps_from_sums, symmetrise_sums
+    from gumalign.distributed import check_shard_set
     from gumalign.io.atomic import check_output_file, refuse_overwriting_inputs
     from gumalign.ops.average import output_files, write_maps
 
     with runtime.applied() as device:
-        loaded = [load_partial_sums(p, device) for p in shards]
-        first = loaded[0][0]
-        common = {k: v for k, v in first.items() if k not in ("shard", "rows")}
-        count = int(first["shard"][1])
-        by_index = {}
-        for path, (meta, sums, halves) in zip(shards, loaded):
-            other = {k: v for k, v in meta.items() if k not in ("shard", "rows")}
-            if other != common or int(meta["shard"][1]) != count:
-                changed = sorted(k for k in set(other) | set(common) if other.get(k) != common.get(k))
-                raise GumalignError(f"{path}: belongs to another run than {shards[0]} "
-                                    f"(different {', '.join(changed) or 'shard count'})")
-            index = int(meta["shard"][0])
-            if index in by_index:
-                raise GumalignError(f"{path} and {by_index[index][0]} are both shard {index}/{count}")
-            by_index[index] = (path, meta, sums, halves)
-        missing = [i for i in range(1, count + 1) if i not in by_index]
-        if missing:
-            names = ", ".join(f"{i}/{count}" for i in missing)
-            raise GumalignError(f"shard(s) {names} missing: run them (gumalign average ... --shard I/{count}) "
-                                "and merge again")
+        loaded = {path: load_partial_sums(path, device) for path in shards}
+        common, count, paths = check_shard_set({path: meta for path, (meta, _, _) in loaded.items()}, "average",
+                                               per_shard=("shard", "rows"))
+        by_index = {index: (path, *loaded[path]) for index, path in paths.items()}
         n, end = int(common["n"]), 0
         for index in range(1, count + 1):  # the shards' rows, in order, cover every particle once
             path, meta = by_index[index][:2]

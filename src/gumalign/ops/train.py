@@ -217,10 +217,10 @@ def _train_on(r: TrainRequest, data, began: float, device, outputs: list[Path], 
         digest = float(int(train_set.fingerprint()[:13], 16))  # 52 bits: exact in float64
         if len(set(world.gather_rows(np.array([digest]), [1] * world.size).tolist())) != 1:
             raise GumalignError("the ranks made different training data; give every rank the same inputs and seed")
-        from gumalign.train.loop import check_batches_for_ranks
+        from gumalign.train.loop import check_batches_for_ranks, rank_piece
 
         check_batches_for_ranks(len(train_set), r.batch_size, world)
-        share = sum(len(np.array_split(np.arange(min(r.batch_size, len(train_set) - s)), world.size)[world.rank])
+        share = sum(len(rank_piece(np.arange(min(r.batch_size, len(train_set) - s)), world))
                     for s in range(0, len(train_set), r.batch_size))
         (rank_log or runtime.log)(rank_line(world, share, "training pairs per epoch"))
     runtime.log(

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gumalign.distributed import SINGLE, Shard, World
+from gumalign.distributed import SINGLE, World
 from gumalign.errors import GumalignError
 from gumalign.models.gumnet import GumNet
 from gumalign.models.transformer import correlation_loss, transform_and_impute
@@ -204,10 +204,9 @@ def evaluate(
     model.train(was_training)
     if world.size > 1:
         loss = world.sum_numbers(float(np.dot(losses, weights)) if losses else 0.0)[0] / len(pairs)
-        counts = [len(Shard(r, world.size).rows(len(pairs))) for r in range(world.size)]
         local = np.concatenate([np.concatenate(rots).reshape(-1, 9), np.concatenate(shifts)], axis=1) if rots else (
             np.zeros((0, 12)))
-        gathered = world.gather_rows(local, counts)
+        gathered = world.gather_shards(local, len(pairs))
         rots, shifts = [gathered[:, :9].reshape(-1, 3, 3)], [gathered[:, 9:]]
     else:
         loss = float(np.average(losses, weights=weights))
@@ -304,6 +303,11 @@ class synchronised_batch_norm:
         for layer in self.layers:
             layer.__dict__.pop("forward", None)
         return False
+
+
+def rank_piece(rows: np.ndarray, world: World) -> np.ndarray:
+    """This rank's piece of one batch's rows: np.array_split over the ranks (no padding); all of them for one."""
+    return np.array_split(rows, world.size)[world.rank] if world.size > 1 else rows
 
 
 def check_batches_for_ranks(n: int, batch_size: int, world: World) -> None:
@@ -406,7 +410,7 @@ def train_model(
             total, count = 0.0, 0
             for b, start in enumerate(range(0, n, options.batch_size)):
                 rows = np.sort(order[start : start + options.batch_size])
-                local = np.array_split(rows, world.size)[world.rank] if world.size > 1 else rows
+                local = rank_piece(rows, world)
                 s_a, s_b, w_a, w_b = _to_device(train.batch(local), device)
                 for group in optimizer.param_groups:
                     group["lr"] = keras_decayed_lr(options.lr, options.decay, step)
